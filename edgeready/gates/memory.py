@@ -1,0 +1,94 @@
+"""Accessibility: the memory a model needs on the target.
+
+Two numbers, both compared with the target: the weights footprint read from the GGUF tensor table
+(exact, no load), and the peak resident memory of a fresh process that loads the model with the
+target's context and threads and answers the gate's prompts (measured by the kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from edgeready.advice import memory_advice
+from edgeready.candidates import Candidate
+from edgeready.gguf_info import MB, GGUFSummary
+from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.records import GenerationRequest
+from edgeready.targets import MemoryGate, Profile
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class MeasurementError(RuntimeError):
+    """A measurement could not be made: the gate is an error, never a pass."""
+
+
+def run_probe(model: Path, profile: Profile, requests: list[GenerationRequest], timeout_s: float = 900) -> dict:
+    payload = [
+        {**asdict(r), "stop": list(r.stop), "messages": [list(m) for m in r.messages]} for r in requests
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(payload, fh)
+        prompts = fh.name
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "edgeready.memprobe", "--model", str(model), "--threads", str(profile.threads),
+           "--n-ctx", str(profile.n_ctx), "--n-batch", str(profile.n_batch), "--prompts", prompts]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=PROJECT_ROOT)
+    finally:
+        os.unlink(prompts)
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-5:]
+        raise MeasurementError(f"memory probe exited {proc.returncode}: {' | '.join(tail)}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(
+    model: Path, sha256: str, summary: GGUFSummary, profile: Profile, requests: list[GenerationRequest]
+) -> Measurement:
+    probe = run_probe(model, profile, requests)
+    peak_mb = probe["peak_rss_bytes"] / MB
+    kv_mb = summary.kv_cache_bytes(profile.n_ctx) / MB
+    return Measurement(
+        gate="memory",
+        metric="peak resident memory",
+        value=peak_mb,
+        unit="MB",
+        n=probe["prompts"],
+        interval=None,
+        method="measured",
+        meter=probe["meter"],
+        provenance={"model": str(model), "sha256": sha256, "n_ctx": profile.n_ctx, "n_batch": profile.n_batch,
+                    "threads": profile.threads},
+        details={
+            "weights_mb": summary.weights_mb,
+            "weights_meter": "sum of GGUF tensor sizes (gguf package)",
+            "file_mb": summary.file_bytes / MB,
+            "tensor_types": summary.tensor_types,
+            "kv_cache_mb_full_attention": kv_mb,
+            "kv_cache_note": (f"upper bound: {summary.block_count} layers x {profile.n_ctx} positions x f16 K and V; "
+                              + (f"{summary.architecture} uses a {summary.sliding_window}-token sliding window on "
+                                 "some layers, which llama.cpp may cache smaller" if summary.sliding_window else "")),
+            "baseline_rss_mb": probe["baseline_rss_bytes"] / MB,
+            "after_load_rss_mb": probe["after_load_rss_bytes"] / MB,
+            "after_answers_rss_mb": probe["after_answers_rss_bytes"] / MB,
+            "model_share_of_peak_mb": (probe["peak_rss_bytes"] - probe["baseline_rss_bytes"]) / MB,
+            "probe_wall_s": round(probe["wall_s"], 3),
+        },
+        items=[{"id": "probe", **probe}],
+    )
+
+
+def judge_memory(base: dict[str, str], m: Measurement, gate: MemoryGate, candidate: Candidate) -> GateResult:
+    checks = [
+        Check("weights", m.details["weights_mb"], "<=", gate.max_weights_mb, "MB", "GGUF tensor bytes"),
+        Check("peak_rss", m.value, "<=", gate.max_peak_rss_mb, "MB", "measured peak RSS"),
+    ]
+    advice = memory_advice(checks, candidate.quantization, m.details["kv_cache_mb_full_attention"])
+    return judge(base, m, checks, advice)

@@ -1,0 +1,124 @@
+"""Measurements (a value with n, interval and provenance) and gate results (a measurement judged
+against a target's threshold). Both serialize to plain JSON for verdict.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from edgeready.stats import Interval
+
+Status = Literal["pass", "fail", "error"]
+
+
+@dataclass
+class Measurement:
+    gate: str
+    metric: str
+    value: float
+    unit: str
+    n: int | None
+    interval: Interval | None
+    method: Literal["measured", "estimated"]
+    meter: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    # Per-item evidence (id, prompt, response, gold, score...); written to items/*.jsonl.
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("items")
+        return d
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison inside a gate: `observed` (the bound that is compared) `op` `threshold`."""
+
+    name: str
+    observed: float
+    op: Literal[">=", "<="]
+    threshold: float
+    unit: str
+    compared: str  # what `observed` is, e.g. "Wilson lower bound (95%)"
+
+    @property
+    def passed(self) -> bool:
+        return self.observed >= self.threshold if self.op == ">=" else self.observed <= self.threshold
+
+    @property
+    def margin(self) -> float:
+        """Positive when passing: how far the observed bound is on the right side."""
+        return self.observed - self.threshold if self.op == ">=" else self.threshold - self.observed
+
+    def describe(self) -> str:
+        mark = "ok" if self.passed else "FAIL"
+        return f"{self.name}: {self.compared} {self.observed:.4g} {self.op} {self.threshold:.4g} {self.unit} [{mark}]"
+
+
+@dataclass
+class GateResult:
+    candidate: str
+    target: str
+    role: str
+    gate: str
+    status: Status
+    measurement: Measurement | None = None
+    checks: list[Check] = field(default_factory=list)
+    advice: str | None = None
+    error: str | None = None
+    items_file: str | None = None
+
+    @property
+    def pair(self) -> str:
+        return f"{self.candidate}@{self.target}"
+
+    def message(self) -> str:
+        m = self.measurement
+        head = f"{self.gate} gate {self.status.upper()} for {self.pair}"
+        if self.error:
+            return f"{head}: {self.error}"
+        lines = [head]
+        if m is not None:
+            ci = ""
+            if m.interval is not None:
+                iv = m.interval
+                ci = f", {iv.confidence:.0%} {iv.method} interval [{iv.low:.4f}, {iv.high:.4f}]"
+            n = f", n={m.n}" if m.n is not None else ""
+            lines.append(f"  {m.metric} = {m.value:.4f} {m.unit}{ci}{n} ({m.method}, {m.meter})")
+        lines += [f"  {c.describe()}" for c in self.checks]
+        if self.advice:
+            lines.append(f"  next (step 1): {self.advice}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "target": self.target,
+            "role": self.role,
+            "gate": self.gate,
+            "status": self.status,
+            "value": self.measurement.value if self.measurement else None,
+            "unit": self.measurement.unit if self.measurement else None,
+            "interval": asdict(self.measurement.interval) if self.measurement and self.measurement.interval else None,
+            "n": self.measurement.n if self.measurement else None,
+            "checks": [
+                {**asdict(c), "passed": c.passed, "margin": c.margin} for c in self.checks
+            ],
+            "advice": self.advice,
+            "error": self.error,
+            "items_file": self.items_file,
+            "measurement": self.measurement.to_json() if self.measurement else None,
+        }
+
+
+def judge(result_base: dict[str, str], measurement: Measurement, checks: list[Check], advice: str | None) -> GateResult:
+    status: Status = "pass" if all(c.passed for c in checks) else "fail"
+    return GateResult(
+        **result_base,  # type: ignore[arg-type]
+        status=status,
+        measurement=measurement,
+        checks=checks,
+        advice=None if status == "pass" else advice,
+    )

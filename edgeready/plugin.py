@@ -1,0 +1,162 @@
+"""The pytest side of edgeready: options, (candidate x target) parametrization, reports.
+
+Targets and candidates are validated in pytest_configure, before collection, so a bad YAML stops
+the run in a second with one message naming file, key and line, and no model is ever loaded.
+Measurements happen in the `measurement` fixture: a measurement that cannot be made is reported by
+pytest as an ERROR (setup failure), a threshold that is missed as a FAILED test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeready.candidates import resolve_candidate
+from edgeready.config_errors import ConfigError
+from edgeready.measurement import GateResult, Measurement
+from edgeready.report import terminal_table, write_reports
+from edgeready.run import GATES, Pair, RunContext
+from edgeready.targets import ROLES, check_reachable, resolve_target
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CANDIDATE = "gemma3-270m-q4km"
+RUN_KEY = pytest.StashKey[RunContext]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("edgeready")
+    g.addoption("--candidate", action="append", default=[], metavar="NAME|PATH",
+                help=f"candidate manifest name, YAML or GGUF path (repeatable; default {DEFAULT_CANDIDATE})")
+    g.addoption("--target", action="append", default=[], metavar="NAME|PATH",
+                help="target name (default, role/name) or YAML path (repeatable; default: each role's default)")
+    g.addoption("--limit", type=int, default=None, metavar="N", help="cap the questions of each gate")
+    g.addoption("--data-dir", default=None, metavar="DIR",
+                help="base for relative dataset paths (default ../shared/data when it exists)")
+    g.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR", help="where reports are written")
+    g.addoption("--cache-dir", default=str(ROOT / ".cache"), metavar="DIR", help="assembled models, digests")
+
+
+def _default_data_dir() -> Path | None:
+    shared = ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+def _runs_suites(config: pytest.Config) -> bool:
+    args = [a for a in config.args if not a.startswith("-")]
+    return not args or any(Path(a).resolve().is_relative_to(ROOT / "suites") for a in args if Path(a).exists())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    opt = config.option
+    reports = Path(opt.reports)
+    # Allure results follow --reports unless --alluredir was given; tryfirst so that allure-pytest,
+    # configured after us, sees the value.
+    if getattr(opt, "allure_report_dir", None) is None and _runs_suites(config):
+        opt.allure_report_dir = str(reports / "allure-results")
+    if opt.limit is not None and opt.limit < 1:
+        raise pytest.UsageError(f"--limit must be >= 1, got {opt.limit}")
+    try:
+        candidates = [resolve_candidate(c, ROOT / "candidates") for c in (opt.candidate or [DEFAULT_CANDIDATE])]
+        if opt.target:
+            targets = [resolve_target(t, ROOT / "thresholds") for t in opt.target]
+        else:
+            targets = [resolve_target(f"{role}/default", ROOT / "thresholds")
+                       for role in ROLES if (ROOT / "thresholds" / role / "default.yaml").is_file()]
+        if opt.limit is not None:
+            for t in targets:
+                if t.gates.accuracy is not None:
+                    try:
+                        check_reachable(t.gates.accuracy.min_accuracy, opt.limit, t.gates.accuracy.confidence)
+                    except ValueError as exc:
+                        raise ConfigError(f"--limit {opt.limit} with target {t.source}: {exc}") from None
+    except ConfigError as exc:
+        raise pytest.UsageError(f"edgeready configuration error:\n{exc}") from None
+    data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
+    config.stash[RUN_KEY] = RunContext(
+        candidates=candidates, targets=targets, data_dir=data_dir, reports_dir=reports,
+        cache_dir=Path(opt.cache_dir), limit=opt.limit,
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pair" not in metafunc.fixturenames:
+        return
+    gates = [m.name for m in metafunc.definition.iter_markers() if m.name in GATES]
+    if len(gates) != 1:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: a gate test needs exactly one gate marker {GATES}")
+    run = metafunc.config.stash[RUN_KEY]
+    # Grouped by candidate so each model is loaded once; the role becomes a marker of the param,
+    # so `-m device` selects device targets whatever suite file the gate lives in.
+    pairs = sorted(run.pairs(gates[0]), key=lambda p: (p.candidate.name, p.target.name))
+    metafunc.parametrize(
+        "pair",
+        [pytest.param(p, marks=getattr(pytest.mark, p.role), id=p.id) for p in pairs],
+    )
+
+
+@pytest.fixture(scope="session")
+def run(request: pytest.FixtureRequest) -> RunContext:
+    return request.config.stash[RUN_KEY]
+
+
+@pytest.fixture
+def measurement(request: pytest.FixtureRequest, run: RunContext, pair: Pair) -> Measurement:
+    gate = next(m.name for m in request.node.iter_markers() if m.name in GATES)
+    _allure_labels(pair, gate)
+    return run.measure(pair, gate)
+
+
+def _allure_labels(pair: Pair, gate: str) -> None:
+    try:
+        import allure
+    except ImportError:  # allure-pytest is a dependency, but the gates must not need it
+        return
+    allure.dynamic.epic(f"{pair.role}/{pair.target.name}")
+    allure.dynamic.feature(gate)
+    allure.dynamic.story(pair.candidate.name)
+    critical = gate in ("accuracy", "memory")
+    allure.dynamic.severity(allure.severity_level.CRITICAL if critical else allure.severity_level.NORMAL)
+
+
+def attach_result(result: GateResult) -> None:
+    try:
+        import allure
+    except ImportError:
+        return
+    allure.attach(json.dumps(result.to_json(), indent=2, default=str), name="measurement",
+                  attachment_type=allure.attachment_type.JSON)
+    m = result.measurement
+    if m is not None and m.items:
+        worst = sorted(m.items, key=lambda r: r.get("score", 0.0))[:10] if m.gate == "accuracy" else m.items[:10]
+        allure.attach("\n".join(json.dumps(r, ensure_ascii=False) for r in worst), name="worst items",
+                      attachment_type=allure.attachment_type.TEXT)
+    if result.advice:
+        allure.attach(result.advice, name="step-1 advice", attachment_type=allure.attachment_type.TEXT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is None:
+        return
+    run.close()
+    if run.results:
+        write_reports(run.results, run.reports_dir, {
+            "candidates": [c.name for c in run.candidates],
+            "targets": [t.name for t in run.targets],
+            "limit": run.limit,
+            "data_dir": str(run.data_dir) if run.data_dir else None,
+            "exitstatus": int(exitstatus),
+        })
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    run = terminalreporter.config.stash.get(RUN_KEY, None)
+    if run is None or not run.results:
+        return
+    terminalreporter.section("edgeready verdict")
+    for line in terminal_table(run.results):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"reports: {run.reports_dir}/verdict.json, summary.md, items/")

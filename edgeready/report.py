@@ -1,0 +1,121 @@
+"""Reports: verdict.json for machines, summary.md for people, a table for the terminal.
+
+A verdict groups all gates of one (candidate, target) pair. Its status is `error` if any gate
+errored (a measurement that could not be made is never a pass), else `fail` if any gate failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import platform
+from collections import OrderedDict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgeready import __version__
+from edgeready.measurement import GateResult
+
+_RANK = {"pass": 0, "fail": 1, "error": 2}
+
+
+def worst(statuses: list[str]) -> str:
+    return max(statuses, key=_RANK.__getitem__) if statuses else "error"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("llama-cpp-python", "gguf", "pytest", "pydantic", "scipy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def group(results: list[GateResult]) -> OrderedDict[tuple[str, str], list[GateResult]]:
+    pairs: OrderedDict[tuple[str, str], list[GateResult]] = OrderedDict()
+    for r in results:
+        pairs.setdefault((r.candidate, r.target), []).append(r)
+    return pairs
+
+
+def verdicts(results: list[GateResult]) -> list[dict[str, Any]]:
+    out = []
+    for (cand, target), rs in group(results).items():
+        out.append({
+            "candidate": cand,
+            "target": target,
+            "role": rs[0].role,
+            "status": worst([r.status for r in rs]),
+            "gates": {r.gate: r.to_json() for r in rs},
+            "failed": [r.gate for r in rs if r.status == "fail"],
+            "errored": [r.gate for r in rs if r.status == "error"],
+        })
+    return out
+
+
+def write_reports(results: list[GateResult], reports_dir: Path, run_info: dict[str, Any]) -> dict[str, Any]:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    vs = verdicts(results)
+    doc = {
+        "edgeready": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "system": platform.platform()},
+        "versions": _versions(),
+        "run": run_info,
+        "overall": worst([v["status"] for v in vs]) if vs else "error",
+        "verdicts": vs,
+    }
+    (reports_dir / "verdict.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    (reports_dir / "summary.md").write_text(summary_markdown(results, doc), encoding="utf-8")
+    return doc
+
+
+def _cell(r: GateResult) -> str:
+    if r.status == "error" or r.measurement is None:
+        return "ERROR"
+    m = r.measurement
+    if m.gate == "accuracy" and m.interval is not None:
+        return f"{r.status.upper()} {m.value:.3f} [{m.interval.low:.3f}, {m.interval.high:.3f}] n={m.n}"
+    if m.gate == "memory":
+        return f"{r.status.upper()} peak {m.value:.0f} MB, weights {m.details['weights_mb']:.0f} MB"
+    return f"{r.status.upper()} {m.value:.4g} {m.unit}"
+
+
+def table_rows(results: list[GateResult]) -> tuple[list[str], list[list[str]]]:
+    gates = list(OrderedDict.fromkeys(r.gate for r in results))
+    rows = []
+    for (cand, target), rs in group(results).items():
+        by_gate = {r.gate: r for r in rs}
+        rows.append([f"{cand}@{target}", worst([r.status for r in rs]).upper()]
+                    + [_cell(by_gate[g]) if g in by_gate else "-" for g in gates])
+    return ["pair", "verdict", *gates], rows
+
+
+def terminal_table(results: list[GateResult]) -> list[str]:
+    header, rows = table_rows(results)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
+
+
+def summary_markdown(results: list[GateResult], doc: dict[str, Any]) -> str:
+    header, rows = table_rows(results)
+    lines = [
+        "# edgeready verdict",
+        "",
+        f"Overall: **{doc['overall'].upper()}** ({doc['created']}, edgeready {doc['edgeready']}, "
+        f"llama-cpp-python {doc['versions'].get('llama-cpp-python', '?')})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
+    for r in results:
+        if r.status != "pass":
+            lines += [f"## {r.gate} {r.status} for {r.pair}", "", "```", r.message(), "```", ""]
+            if r.items_file:
+                lines += [f"Evidence: `{r.items_file}`", ""]
+    return "\n".join(lines)

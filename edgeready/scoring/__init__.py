@@ -1,0 +1,1 @@
+"""Scorers: turn responses into per-item scores."""

@@ -1,0 +1,168 @@
+"""Deployment targets: `thresholds/<role>/<name>.yaml`, a profile plus one block per gate.
+
+Schema-validated with pydantic: unknown keys, wrong types and thresholds no run could meet are
+errors that name the file, key and line (see config_errors.py), raised before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+
+from edgeready.config_errors import ConfigError, validate_file
+from edgeready.stats import wilson
+
+Role = Literal["device", "server", "offload"]
+ROLES: tuple[Role, ...] = ("device", "server", "offload")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Battery(Strict):
+    capacity_mah: float = Field(gt=0)
+    voltage_v: float = Field(gt=0)
+
+
+class PowerModel(Strict):
+    """For the energy estimate on machines without a counter: watts per fully busy core."""
+
+    active_w_per_core: float = Field(gt=0)
+    idle_w: float = Field(default=0.0, ge=0)
+
+
+class Profile(Strict):
+    device: str = Field(description="Human name of the hardware, e.g. 'Xiaomi 10 Ultra (Snapdragon 865)'")
+    ram_mb: float = Field(gt=0, description="Physical RAM of the device")
+    app_memory_budget_mb: float = Field(gt=0, description="What the app hosting the model may use")
+    threads: int = Field(ge=1, le=256)
+    n_ctx: int = Field(ge=128, le=1_048_576)
+    # Prompt tokens per decode. It sizes llama.cpp's compute buffer (n_batch x n_vocab logits), so
+    # it is a memory setting as much as a speed one; 64 keeps Gemma's 262k vocabulary at 64 MiB.
+    n_batch: int = Field(default=64, ge=1, le=4096)
+    battery: Battery | None = None
+    power: PowerModel | None = None
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> Profile:
+        if self.app_memory_budget_mb > self.ram_mb:
+            raise ValueError(
+                f"app_memory_budget_mb ({self.app_memory_budget_mb}) exceeds ram_mb ({self.ram_mb})"
+            )
+        return self
+
+
+class DatasetSpec(Strict):
+    """`countries-kb` is embedded (no files needed); `webqsp` reads Microsoft's original JSON from
+    `path`, absolute or relative to --data-dir."""
+
+    kind: Literal["countries-kb", "webqsp"]
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> DatasetSpec:
+        if self.kind == "webqsp" and not self.path:
+            raise ValueError("kind 'webqsp' needs a 'path' (e.g. webqsp/WebQSP.train.json)")
+        if self.kind == "countries-kb" and self.path:
+            raise ValueError("kind 'countries-kb' is embedded and takes no 'path'")
+        return self
+
+
+class AccuracyGate(Strict):
+    dataset: DatasetSpec
+    sample_size: int = Field(ge=1, description="Questions to ask; --limit overrides")
+    seed: int = 0
+    min_accuracy: float = Field(gt=0, lt=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    max_tokens: int = Field(default=16, ge=1, le=512)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> AccuracyGate:
+        check_reachable(self.min_accuracy, self.sample_size, self.confidence)
+        return self
+
+
+def check_reachable(min_accuracy: float, n: int, confidence: float) -> None:
+    """A gate compares the Wilson lower bound with the minimum; with n questions even a perfect
+    score has a bound below 1, so some minimums can never pass. Say so before running anything."""
+    best = wilson(n, n, confidence).low
+    if best < min_accuracy:
+        raise ValueError(
+            f"min_accuracy {min_accuracy} is unreachable with {n} questions at confidence {confidence}: "
+            f"even {n}/{n} correct gives a Wilson lower bound of {best:.3f}; ask more questions "
+            "or lower the minimum"
+        )
+
+
+class MemoryGate(Strict):
+    max_weights_mb: float = Field(gt=0)
+    max_peak_rss_mb: float = Field(gt=0)
+    probe_prompts: int = Field(default=8, ge=1, description="Gate prompts answered in the probe")
+
+
+class Gates(Strict):
+    accuracy: AccuracyGate | None = None
+    memory: MemoryGate | None = None
+
+
+class Target(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role
+    description: str = ""
+    profile: Profile
+    gates: Gates
+
+    @model_validator(mode="after")
+    def _fits_device(self, info: ValidationInfo) -> Target:
+        mem = self.gates.memory
+        if mem is not None:
+            budget = self.profile.app_memory_budget_mb
+            if mem.max_peak_rss_mb > budget:
+                raise ValueError(
+                    f"gates.memory.max_peak_rss_mb ({mem.max_peak_rss_mb}) exceeds "
+                    f"profile.app_memory_budget_mb ({budget})"
+                )
+            if mem.max_weights_mb > mem.max_peak_rss_mb:
+                raise ValueError(
+                    f"gates.memory.max_weights_mb ({mem.max_weights_mb}) exceeds max_peak_rss_mb "
+                    f"({mem.max_peak_rss_mb}): weights are resident once loaded"
+                )
+        expected_role = (info.context or {}).get("role")
+        if expected_role and self.role != expected_role:
+            raise ValueError(f"role is '{self.role}' but the file lives under thresholds/{expected_role}/")
+        return self
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The YAML file this target was read from."""
+        return self._source
+
+
+def load_target(path: Path) -> Target:
+    role = path.parent.name if path.parent.name in ROLES else None
+    target = validate_file(Target, path, context={"role": role})
+    target._source = path
+    return target
+
+
+def resolve_target(ref: str, thresholds_dir: Path, role_hint: Role | None = None) -> Target:
+    """`ref` is a path to a YAML file, `role/name`, or a bare name searched in every role folder."""
+    as_path = Path(ref)
+    if as_path.suffix in (".yaml", ".yml") or as_path.is_file():
+        return load_target(as_path)
+    candidates = [thresholds_dir / f"{ref}.yaml"] if "/" in ref else [
+        thresholds_dir / role / f"{ref}.yaml" for role in ((role_hint,) if role_hint else ROLES)
+    ]
+    found = [p for p in candidates if p.is_file()]
+    if not found:
+        raise ConfigError(f"target '{ref}': no file among {', '.join(str(p) for p in candidates)}")
+    return load_target(found[0]) if len(found) == 1 else _ambiguous(ref, found)
+
+
+def _ambiguous(ref: str, found: list[Path]) -> Target:
+    raise ConfigError(f"target '{ref}' is ambiguous: {', '.join(map(str, found))}; name it as role/name")

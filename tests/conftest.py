@@ -1,0 +1,36 @@
+"""Shared helpers of the self-tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_gate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the gate suites in a fresh pytest process, as a release engineer would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    from edgeready.candidates import materialize, resolve_candidate
+
+    return materialize(resolve_candidate("gemma3-270m-q4km", ROOT / "candidates"), ROOT / ".cache")[0]
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> Path:
+    from edgeready.candidates import materialize, resolve_candidate
+
+    return materialize(resolve_candidate("smollm2-135m-q4", ROOT / "candidates"), ROOT / ".cache")[0]

@@ -1,0 +1,45 @@
+"""Wilson bounds against published values (Newcombe 1998, Table I; Brown, Cai & DasGupta 2001)."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgeready.stats import wilson
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        (81, 263, 0.2553, 0.3662),  # Newcombe 1998, example (a)
+        (15, 148, 0.0624, 0.1605),  # Newcombe 1998, example (b)
+        (0, 20, 0.0, 0.1611),  # Newcombe 1998, example (c)
+        (1, 29, 0.0061, 0.1718),  # Newcombe 1998, example (d)
+        (10, 10, 0.7225, 1.0),
+    ],
+)
+def test_wilson_matches_published_values(k, n, low, high):
+    ci = wilson(k, n, 0.95)
+    assert ci.low == pytest.approx(low, abs=1e-4)
+    assert ci.high == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_rejects_bad_input():
+    with pytest.raises(ValueError):
+        wilson(1, 0, 0.95)
+    with pytest.raises(ValueError):
+        wilson(5, 4, 0.95)
+    with pytest.raises(ValueError):
+        wilson(1, 4, 1.0)
+
+
+@given(n=st.integers(1, 2000), data=st.data(), confidence=st.floats(0.5, 0.999))
+def test_wilson_contains_the_estimate_and_stays_in_unit_interval(n, data, confidence):
+    k = data.draw(st.integers(0, n))
+    ci = wilson(k, n, confidence)
+    assert 0.0 <= ci.low <= k / n <= ci.high <= 1.0
+
+
+@given(n=st.integers(2, 500), data=st.data())
+def test_higher_confidence_gives_a_lower_bound_no_higher(n, data):
+    k = data.draw(st.integers(0, n))
+    assert wilson(k, n, 0.99).low <= wilson(k, n, 0.90).low + 1e-12
