@@ -43,10 +43,10 @@ $(STAMP): pyproject.toml $(WHEELHOUSE)/.built | $(PY)
 install: $(STAMP)
 
 gate: $(STAMP)
-	$(PY) -m pytest -m device $(ARGS)
+	$(PY) -m pytest -c pyproject.toml -m device $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest -c pyproject.toml tests $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

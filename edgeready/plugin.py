@@ -51,6 +51,13 @@ def _runs_suites(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     opt = config.option
+    if config.rootpath != ROOT and (opt.candidate or opt.target or opt.data_dir):
+        # pytest chooses its rootdir from path-like arguments before any plugin defines options,
+        # so `--target /elsewhere/t.yaml` moves it out of the project and the suites vanish.
+        raise pytest.UsageError(
+            f"pytest chose rootdir {config.rootpath}, not the edgeready project {ROOT}: write path "
+            f"options as --target=PATH (with '='), or add -c {ROOT / 'pyproject.toml'}"
+        )
     reports = Path(opt.reports)
     # Allure results follow --reports unless --alluredir was given; tryfirst so that allure-pytest,
     # configured after us, sees the value.

@@ -16,7 +16,7 @@ from edgeready.measurement import GateResult, Measurement
 from edgeready.records import QAItem
 from edgeready.targets import Role, Target
 
-GATES = ("accuracy", "memory")
+GATES = ("accuracy", "memory", "energy")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,15 @@ class RunContext:
             self._items[key] = (chosen, {**prov, "population": len(items), "sampled": len(chosen)})
         return self._items[key]
 
+    def gate_prompts(self, pair: Pair) -> list[QAItem]:
+        """The accuracy gate's questions, or embedded ones for a target without an accuracy gate."""
+        if pair.target.gates.accuracy is not None:
+            return self.qa_items(pair)[0]
+        from edgeready.datasets.countries import load_countries_qa
+        from edgeready.datasets.sampling import stratified_sample
+
+        return stratified_sample(load_countries_qa(), 32, 0)
+
     # -- measuring and judging ---------------------------------------------------------------
     def base(self, pair: Pair, gate: str) -> dict[str, str]:
         return {"candidate": pair.candidate.name, "target": pair.target.name, "role": pair.role, "gate": gate}
@@ -129,18 +138,20 @@ class RunContext:
             cfg = pair.target.gates.memory
             assert cfg is not None
             path, sha = self.model(pair.candidate)
-            # The probe answers the accuracy gate's first prompts, or embedded questions if the
-            # target has no accuracy gate, so peak memory includes real generation.
-            if pair.target.gates.accuracy is not None:
-                items = self.qa_items(pair)[0][: cfg.probe_prompts]
-            else:
-                from edgeready.datasets.countries import load_countries_qa
-                from edgeready.datasets.sampling import stratified_sample
-
-                items = stratified_sample(load_countries_qa(), cfg.probe_prompts, 0)
+            # The probe answers the accuracy gate's first prompts, so peak memory includes real
+            # generation.
+            items = self.gate_prompts(pair)
             self.close_device()  # the probe process must not compete with a resident model
-            requests = [qa_request(it, pair.candidate.prompt_style, 16) for it in items]
+            requests = [qa_request(it, pair.candidate.prompt_style, 16) for it in items[: cfg.probe_prompts]]
             return measure_memory(path, sha, self.gguf(pair.candidate), pair.target.profile, requests)
+        if gate == "energy":
+            from edgeready.gates.energy import measure_energy
+
+            ecfg = pair.target.gates.energy
+            assert ecfg is not None
+            _, sha = self.model(pair.candidate)
+            return measure_energy(self.device(pair), pair.candidate, ecfg, pair.target.profile,
+                                  self.gate_prompts(pair), {"sha256": sha})
         raise ValueError(f"unknown gate {gate!r}")
 
     def judge(self, pair: Pair, m: Measurement) -> GateResult:
@@ -156,6 +167,12 @@ class RunContext:
             mcfg = pair.target.gates.memory
             assert mcfg is not None
             result = judge_memory(self.base(pair, "memory"), m, mcfg, pair.candidate)
+        elif m.gate == "energy":
+            from edgeready.gates.energy import judge_energy
+
+            ecfg = pair.target.gates.energy
+            assert ecfg is not None
+            result = judge_energy(self.base(pair, "energy"), m, ecfg)
         else:
             raise ValueError(f"unknown gate {m.gate!r}")
         self.record(result)

@@ -103,9 +103,26 @@ class MemoryGate(Strict):
     probe_prompts: int = Field(default=8, ge=1, description="Gate prompts answered in the probe")
 
 
+class EnergyGate(Strict):
+    """Energy per query. `require: measured` turns an estimate into an error (for sign-off)."""
+
+    max_mwh_per_query: float = Field(gt=0)
+    require: Literal["measured", "any"] = "measured"
+    meter: Literal["auto", "rapl", "nvml", "android", "estimate"] = "auto"
+    queries_per_batch: int = Field(default=8, ge=1)
+    min_window_s: float = Field(default=2.0, gt=0)
+    min_rel_resolution: float = Field(default=0.01, gt=0, lt=1)
+    baseline_s: float = Field(default=1.0, ge=0)
+    max_window_s: float = Field(default=120.0, gt=0)
+    min_batches: int = Field(default=3, ge=1, description="batches give the interval's spread")
+    max_batches: int = Field(default=8, ge=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class Gates(Strict):
     accuracy: AccuracyGate | None = None
     memory: MemoryGate | None = None
+    energy: EnergyGate | None = None
 
 
 class Target(Strict):
@@ -130,6 +147,10 @@ class Target(Strict):
                     f"gates.memory.max_weights_mb ({mem.max_weights_mb}) exceeds max_peak_rss_mb "
                     f"({mem.max_peak_rss_mb}): weights are resident once loaded"
                 )
+        energy = self.gates.energy
+        if energy is not None and energy.require == "any" and energy.meter in ("auto", "estimate") \
+                and self.profile.power is None:
+            raise ValueError("gates.energy may fall back to an estimate but profile.power is missing")
         expected_role = (info.context or {}).get("role")
         if expected_role and self.role != expected_role:
             raise ValueError(f"role is '{self.role}' but the file lives under thresholds/{expected_role}/")

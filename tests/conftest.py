@@ -17,7 +17,9 @@ def run_gate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
     """Run the gate suites in a fresh pytest process, as a release engineer would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        # -c: pytest picks its config and rootdir from path-like arguments before plugins define
+        # the options, so a --reports in /tmp would otherwise become the rootdir.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
     )
 

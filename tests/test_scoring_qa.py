@@ -2,7 +2,7 @@
 
 import unicodedata
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from edgeready.scoring.qa import answer_part, contains_gold, exact_match, normalize, score_response
@@ -44,6 +44,7 @@ def test_exact_match_beside_contains():
 
 @given(gold=phrases, before=phrases, after=phrases)
 def test_gold_embedded_in_any_words_is_contained(gold, before, after):
+    assume(normalize(gold))
     assert contains_gold(f"{before} {gold}, {after}", [gold])
 
 
@@ -58,6 +59,7 @@ def test_normalize_is_idempotent_and_clean(text):
 
 @given(gold=phrases)
 def test_case_and_punctuation_never_change_a_match(gold):
+    assume(normalize(gold))  # a gold made only of articles ("Þe" -> "the") matches nothing
     assert contains_gold(gold.upper() + "!", [gold.lower()])
     assert exact_match(f'"{gold.swapcase()}"', [gold])
 

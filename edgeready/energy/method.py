@@ -65,6 +65,7 @@ def measure_queries(
     baseline_w: float | None = None,
     max_window_s: float = 300.0,
     max_batches: int | None = None,
+    min_batches: int = 1,
     sleep: Callable[[float], None] = time.sleep,
 ) -> QueryWindow:
     """Run `run_batch(batch_index) -> queries_done` repeatedly inside one meter window.
@@ -95,7 +96,8 @@ def measure_queries(
             queries += done
             batches += 1
             current = meter.read().minus_baseline(baseline_w)
-            if _enough(current, min_window_s, min_rel_resolution):
+            # min_batches: several batches give a spread, hence an interval, not just a total.
+            if batches >= min_batches and _enough(current, min_window_s, min_rel_resolution):
                 reached = True
                 break
             if current.seconds >= max_window_s or (max_batches is not None and batches >= max_batches):

@@ -4,10 +4,10 @@ The rules, stated once and used everywhere:
 - Answer part: the response up to its first newline (after stripping leading whitespace). Few-shot
   prompts end each answer with a newline, so anything after it is the model starting a new example;
   counting it would let rambling "contain" the gold by chance.
-- Normalization (SQuAD-style, extended to Unicode): NFKD then drop combining marks (so "Brasília"
-  matches "Brasilia"), casefold, punctuation to spaces, drop the articles a/an/the, collapse
-  whitespace; runs of single letters are joined first ("D.C." -> "dc", "U.S.A." -> "usa") so that
-  abbreviations match with or without their dots.
+- Normalization (SQuAD-style, extended to Unicode): casefold, NFKD, drop combining marks (so
+  "Brasília" matches "Brasilia"), punctuation to spaces, drop the articles a/an/the, collapse
+  whitespace; dotted abbreviations lose their dots first ("D.C." -> "dc", "U.S.A." -> "usa") so
+  that they match with or without them.
 - Contains: the normalized gold occurs in the normalized answer on word boundaries ("rome" is not in
   "romeo"). Exact match: the normalized answer equals a normalized gold.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 _FOLD = str.maketrans({"ı": "i", "ł": "l", "ø": "o", "đ": "d", "ð": "d", "ħ": "h", "æ": "ae", "œ": "oe", "þ": "th"})
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _SPACES = re.compile(r"\s+")
-# Two or more single characters separated by single spaces.
-_LETTER_RUN = re.compile(r"\b(?:\w )+\w\b")
+# Dotted abbreviations: single letters joined by dots ("D.C.", "U.S.A", "e.g.").
+_ABBREVIATION = re.compile(r"(?<!\w)[^\W\d_](?:\.[^\W\d_])+\.?(?!\w)")
 
 
 def answer_part(response: str) -> str:
@@ -33,16 +33,18 @@ def answer_part(response: str) -> str:
 
 
 def normalize(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
+    # Casefold on both sides of NFKD: first so that case mappings that expand ("ᾀ" -> "ἀι") happen
+    # before marks are dropped, again because compatibility forms can decompose to capitals.
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
     no_marks = "".join(c for c in decomposed if not unicodedata.combining(c))
     folded = no_marks.casefold().translate(_FOLD)
-    # Every Unicode punctuation or symbol becomes a space, so "U.S." and "U S" compare equal
-    # and "São Tomé-and-Príncipe" splits on the hyphen like it does on spaces.
-    no_punct = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in folded)
-    # Join letter runs before dropping articles, or the "a" of "U.S.A." would go as an article.
-    spaced = _SPACES.sub(" ", no_punct).strip()
-    joined = _LETTER_RUN.sub(lambda m: m.group(0).replace(" ", ""), spaced)
-    return _SPACES.sub(" ", _ARTICLES.sub(" ", joined)).strip()
+    # Abbreviations lose their dots first, or the "a" of "U.S.A." would go as an article; doing
+    # it only for dotted letters keeps the rule local, so matching stays context-free.
+    joined = _ABBREVIATION.sub(lambda m: m.group(0).replace(".", ""), folded)
+    # Every other Unicode punctuation or symbol becomes a space, so "São Tomé-and-Príncipe" splits
+    # on the hyphen like it does on spaces.
+    no_punct = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in joined)
+    return _SPACES.sub(" ", _ARTICLES.sub(" ", no_punct)).strip()
 
 
 def contains_gold(response: str, golds: Iterable[str]) -> bool:

@@ -1,0 +1,138 @@
+"""Validate the SelfCheck sentence scorers against WikiBio human labels (AUC-PR, as SelfCheckGPT reports).
+
+    python bench/validate_scorers.py --data ../shared/data/wikibio/dev.jsonl [--nli-model DIR] [--out FILE]
+
+Each labelled sentence is scored with its passage's real Wikipedia paragraph as the single evidence passage.
+Offline scorers (ngram, embedding) always run; nli runs only with --nli-model (a local MNLI classifier).
+Prints a markdown table and writes it, with runtimes and provenance, as JSON under reports/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# Runnable as a plain script from a checkout, without installing the package.
+sys.path.insert(0, str(REPO))
+
+from edgeready.selfcheck import ScorerUnavailable, make_scorer  # noqa: E402
+from edgeready.selfcheck.validation import (  # noqa: E402
+    auc_pr_table,
+    load_labelled,
+    markdown_table,
+    score_passages,
+)
+
+DEFAULT_DATA = REPO / ".." / "shared" / "data" / "wikibio" / "dev.jsonl"
+DEFAULT_OUT = REPO / "reports" / "selfcheck_validation.json"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    system = f"{platform.system()} {platform.machine()}"
+    return f"{system}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """'ngram:n=2:reduce=avg' -> ('ngram', {'n': 2, 'reduce': 'avg'}); numbers become int or float."""
+    name, *pairs = spec.strip().split(":")
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        options[key.strip()] = value
+    return name.strip(), options
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled jsonl (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report (default: %(default)s)")
+    ap.add_argument(
+        "--scorers",
+        default="ngram,embedding",
+        help="comma-separated scorers, each NAME or NAME:opt=value:opt=value (e.g. ngram:reduce=avg:n=2)",
+    )
+    ap.add_argument("--nli-model", default=None, help="local MNLI classifier directory or cached hub id")
+    ap.add_argument("--nli-batch-size", type=int, default=8)
+    ap.add_argument(
+        "--nli-labels",
+        default=None,
+        help="label order for a config without names, e.g. entailment=0,contradiction=1",
+    )
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N passages")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for embedding/nli")
+    args = ap.parse_args(argv)
+
+    passages = load_labelled(args.data)[: args.limit]
+    torch_opts: dict[str, object] = {"threads": args.threads} if args.threads else {}
+    specs = [parse_spec(n) for n in args.scorers.split(",") if n.strip()]
+    specs = [(n, {**opts, **torch_opts} if n in ("embedding", "nli") else opts) for n, opts in specs]
+    if args.nli_model:
+        nli_opts: dict[str, object] = {
+            "model": args.nli_model,
+            "batch_size": args.nli_batch_size,
+            **torch_opts,
+        }
+        if args.nli_labels:
+            pairs = (item.split("=") for item in args.nli_labels.split(","))
+            nli_opts["labels"] = {k.strip(): int(v) for k, v in pairs}
+        specs.append(("nli", nli_opts))
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    runtimes: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name, options in specs:
+        try:
+            scorer = make_scorer(name, **options)
+            scores, labels, seconds = score_passages(scorer, passages)
+        except ScorerUnavailable as exc:
+            errors[name] = str(exc)
+            print(f"{name}: unavailable: {exc}", file=sys.stderr)
+            continue
+        results[scorer.name] = auc_pr_table(scores, labels)
+        runtimes[scorer.name] = seconds
+        print(f"{scorer.name}: {len(scores)} sentences in {seconds:.1f} s", file=sys.stderr)
+
+    table = markdown_table(results)
+    print(table)
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "data": str(args.data),
+        "passages": len(passages),
+        "sentences": sum(len(p.sentences) for p in passages),
+        "evidence": "wiki_bio_text (one reference passage per generated passage)",
+        "results": results,
+        "runtime_s": runtimes,
+        "torch_threads": args.threads,
+        "errors": errors,
+        "markdown": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Resource consumption: energy per query, from a real counter where there is one.
+
+The queries are the accuracy gate's prompts answered by the loaded device adapter, in batches inside
+one meter window (edgeready.energy.method): an idle baseline is subtracted, batches repeat until the
+window is long enough for the counter's resolution, and each batch's net energy per query gives a
+Student-t interval across batches. The gate compares the interval's upper bound with the maximum.
+A target that requires a measured value on a machine with no counter is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from scipy import stats as sps
+
+from adapters.base import Adapter
+from edgeready.candidates import Candidate
+from edgeready.energy import CpuPowerModel, EnergyPerQuery, measure_queries, select_meter
+from edgeready.energy.derived import joules_to_mwh
+from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.prompts import qa_request
+from edgeready.records import QAItem
+from edgeready.stats import Interval
+from edgeready.targets import EnergyGate, Profile
+
+
+def measure_energy(
+    adapter: Adapter, candidate: Candidate, gate: EnergyGate, profile: Profile, items: list[QAItem],
+    provenance: dict[str, Any],
+) -> Measurement:
+    model = None
+    if profile.power is not None:
+        model = CpuPowerModel(profile.power.active_w_per_core, profile.power.idle_w,
+                              source=f"target profile power model ({profile.device})")
+    meter = select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=os.getpid())
+    requests = [qa_request(it, candidate.prompt_style, 16) for it in items[: gate.queries_per_batch]]
+    marks: list[tuple[float, float, int]] = []  # cumulative (gross joules, seconds) after each batch
+    tokens = 0
+
+    def run_batch(_: int) -> int:
+        nonlocal tokens
+        responses = adapter.generate(requests)
+        tokens += sum(r.completion_tokens for r in responses)
+        reading = meter.read()
+        marks.append((reading.joules, reading.seconds, len(requests)))
+        return len(requests)
+
+    window = measure_queries(
+        meter, run_batch, gate.min_window_s, gate.min_rel_resolution,
+        baseline_s=gate.baseline_s, max_window_s=gate.max_window_s, max_batches=gate.max_batches,
+        min_batches=gate.min_batches,
+    )
+    per_query: EnergyPerQuery = window.per_query(
+        tokens=tokens,
+        battery_mah=profile.battery.capacity_mah if profile.battery else None,
+        nominal_v=profile.battery.voltage_v if profile.battery else None,
+    )
+    batch_mwh = _per_batch_mwh(marks, window.reading.baseline_w)
+    interval = _t_interval(batch_mwh, gate.confidence)
+    return Measurement(
+        gate="energy",
+        metric="energy per query",
+        value=per_query.mwh_per_query,
+        unit="mWh",
+        n=window.queries,
+        interval=interval,
+        method=per_query.method,
+        meter=per_query.meter,
+        provenance={**provenance, "adapter": adapter.describe(), "reading": window.reading.to_dict()},
+        details={
+            "joules_per_query": per_query.joules_per_query,
+            "mwh_per_query": per_query.mwh_per_query,
+            "tokens_per_joule": per_query.tokens_per_joule,
+            "battery_pct_per_100_queries": per_query.battery_pct_per_100_queries,
+            "battery_wh": per_query.battery_wh,
+            "completion_tokens": tokens,
+            "batches": window.batches,
+            "resolution_reached": window.resolution_reached,
+            "resolution_j": per_query.resolution_j,
+            "baseline_w": per_query.baseline_w,
+            "window_s": per_query.seconds,
+            "interval_note": "Student-t over per-batch energy per query" if interval else "one batch: no interval",
+            "host_note": ("estimated from this host's CPU time and the target's power model: a phone's "
+                          "cores are slower per watt, so treat it as a relative figure between candidates"
+                          if per_query.method == "estimated" else "measured by a hardware counter"),
+        },
+        items=[{"id": f"batch-{i}", "mwh_per_query": v} for i, v in enumerate(batch_mwh)],
+    )
+
+
+def _per_batch_mwh(marks: list[tuple[float, float, int]], baseline_w: float) -> list[float]:
+    out, prev_j, prev_s = [], 0.0, 0.0
+    for joules, seconds, queries in marks:
+        net = (joules - prev_j) - baseline_w * (seconds - prev_s)
+        out.append(joules_to_mwh(net / queries))
+        prev_j, prev_s = joules, seconds
+    return out
+
+
+def _t_interval(values: list[float], confidence: float) -> Interval | None:
+    if len(values) < 2:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Interval(low=max(0.0, mean - half), high=mean + half, confidence=confidence, method="student-t")
+
+
+def judge_energy(base: dict[str, str], m: Measurement, gate: EnergyGate) -> GateResult:
+    observed = m.interval.high if m.interval else m.value
+    compared = f"upper bound ({m.interval.confidence:.0%} {m.interval.method})" if m.interval else "value"
+    check = Check("energy_per_query", observed, "<=", gate.max_mwh_per_query, "mWh", f"{compared}, {m.method}")
+    advice = (f"energy per query over by {-check.margin:.3g} mWh: fewer bits (less memory traffic per token), "
+              "pruned blocks, or shorter answers (max_tokens); on a phone, pin threads to the big cores")
+    return judge(base, m, [check], advice)
