@@ -54,6 +54,9 @@ class LlamaCppDevice:
         self._template = self._llama.metadata.get("tokenizer.chat_template")
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_reused = 0
+        # The last evaluated prompt and its last-position logits: N samples of one prompt (as
+        # SelfCheck draws them) then evaluate the prompt once and restore this state N-1 times.
+        self._prompt_state: tuple[list[int], np.ndarray] | None = None
 
     # -- protocol -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
@@ -97,6 +100,26 @@ class LlamaCppDevice:
             return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=False)
 
+    def _prompt_logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits after the prompt, restoring the saved state when the same prompt comes again:
+        the KV cache still holds the prompt's positions, the generated ones are dropped."""
+        llama = self._llama
+        state = self._prompt_state
+        if (
+            state is not None
+            and state[0] == tokens
+            and llama.n_tokens >= len(tokens)
+            and llama.input_ids[: len(tokens)].tolist() == tokens
+            and llama._ctx.kv_cache_seq_rm(-1, len(tokens), -1)
+        ):
+            llama.n_tokens = len(tokens)
+            self.prompt_tokens_reused += len(tokens)
+            return state[1].copy()
+        self._eval_prompt(tokens)
+        logits = self._last_logits()
+        self._prompt_state = (list(tokens), logits.copy())
+        return logits
+
     def _eval_prompt(self, tokens: list[int]) -> None:
         """Evaluate `tokens`, reusing cached whole chunks of a common prefix.
 
@@ -139,13 +162,14 @@ class LlamaCppDevice:
             )
         rng = np.random.default_rng(req.seed)
         t0 = time.perf_counter()
-        self._eval_prompt(tokens)
+        logits = self._prompt_logits(tokens)
         t1 = time.perf_counter()
         out: list[int] = []
         logprobs: list[float] = []
         text, finish = "", "length"
-        for _ in range(req.max_tokens):
-            logits = self._last_logits()
+        for step in range(req.max_tokens):
+            if step:
+                logits = self._last_logits()
             token, logprob = _pick(logits, req.temperature, rng, want_logprob=req.logprobs)
             if token == self._eos or llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
                 finish = "stop"

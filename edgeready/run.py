@@ -16,7 +16,7 @@ from edgeready.measurement import GateResult, Measurement
 from edgeready.records import QAItem
 from edgeready.targets import Role, Target
 
-GATES = ("accuracy", "memory", "energy")
+GATES = ("accuracy", "hallucination", "memory", "energy")
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,17 @@ class RunContext:
             self.close_device()  # the probe process must not compete with a resident model
             requests = [qa_request(it, pair.candidate.prompt_style, 16) for it in items[: cfg.probe_prompts]]
             return measure_memory(path, sha, self.gguf(pair.candidate), pair.target.profile, requests)
+        if gate == "hallucination":
+            from edgeready.gates.hallucination import choose_concepts, load_concepts, measure_hallucination
+
+            hcfg = pair.target.gates.hallucination
+            assert hcfg is not None
+            concepts, prov = load_concepts(hcfg.concepts, self.data_dir)
+            chosen = choose_concepts(concepts, self.limit or hcfg.sample_size, hcfg.seed)
+            _, sha = self.model(pair.candidate)
+            return measure_hallucination(self.device(pair), pair.candidate, hcfg, chosen,
+                                         {**prov, "population": len(concepts), "sha256": sha},
+                                         pair.target.profile.threads)
         if gate == "energy":
             from edgeready.gates.energy import measure_energy
 
@@ -167,6 +178,12 @@ class RunContext:
             mcfg = pair.target.gates.memory
             assert mcfg is not None
             result = judge_memory(self.base(pair, "memory"), m, mcfg, pair.candidate)
+        elif m.gate == "hallucination":
+            from edgeready.gates.hallucination import judge_hallucination
+
+            hcfg = pair.target.gates.hallucination
+            assert hcfg is not None
+            result = judge_hallucination(self.base(pair, "hallucination"), m, hcfg, pair.candidate)
         elif m.gate == "energy":
             from edgeready.gates.energy import judge_energy
 

@@ -103,6 +103,36 @@ class MemoryGate(Strict):
     probe_prompts: int = Field(default=8, ge=1, description="Gate prompts answered in the probe")
 
 
+class ConceptSpec(Strict):
+    """Who the model writes about: `countries-kb` (embedded) or a file with one name per line
+    (`wikibio` reads ../shared/data/wikibio/concepts.txt, the WikiBio people)."""
+
+    kind: Literal["countries-kb", "wikibio"]
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> ConceptSpec:
+        if self.kind == "wikibio" and not self.path:
+            raise ValueError("kind 'wikibio' needs a 'path' (e.g. wikibio/concepts.txt)")
+        if self.kind == "countries-kb" and self.path:
+            raise ValueError("kind 'countries-kb' is embedded and takes no 'path'")
+        return self
+
+
+class HallucinationGate(Strict):
+    concepts: ConceptSpec
+    sample_size: int = Field(ge=2, description="Concepts to write about; --limit overrides")
+    seed: int = 0
+    samples: int = Field(default=4, ge=1, le=64, description="Stochastic samples per concept (SelfCheck's N)")
+    max_tokens: int = Field(default=80, ge=8, le=1024)
+    scorer: Literal["nli", "ngram", "embedding"] = "embedding"
+    scorer_options: dict[str, str | int | float] = Field(default_factory=dict)
+    tau: float = Field(default=0.5, gt=0, lt=1, description="A sentence scoring above it counts as hallucinated")
+    max_rate: float = Field(gt=0, le=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+
+
 class EnergyGate(Strict):
     """Energy per query. `require: measured` turns an estimate into an error (for sign-off)."""
 
@@ -122,6 +152,7 @@ class EnergyGate(Strict):
 class Gates(Strict):
     accuracy: AccuracyGate | None = None
     memory: MemoryGate | None = None
+    hallucination: HallucinationGate | None = None
     energy: EnergyGate | None = None
 
 

@@ -1,0 +1,117 @@
+"""An adapter that answers repeated requests from the generation store and generates only the rest.
+
+Responses are stored one by one as they are produced, so a run killed half-way keeps its finished
+work and the next run generates only what is missing. Cached responses keep the timings of the run
+that produced them; `meta["cache"]` says "hit" or "miss", and latency or energy gates must measure
+live generations only (wrap the adapter with the cache for accuracy-type gates, not for those).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from adapters.base import Adapter
+from edgeready.cache import SCHEMA_VERSION, GenerationStore, generation_key
+from edgeready.records import GenerationRequest, Response
+
+
+class CachedAdapter:
+    """Wraps `inner` (any Adapter) with `store`. `model_sha256` and `runtime` enter every key (see
+    edgeready/cache.py); `chunk_size` requests go to `inner.generate` per call, each chunk committed
+    before the next starts. 1 costs nothing with the device adapter, whose KV-cache prefix reuse
+    lives across calls."""
+
+    def __init__(self, inner: Adapter, store: GenerationStore, *, model_sha256: str, runtime: Mapping[str, Any],
+                 chunk_size: int = 1):
+        if len(model_sha256) != 64 or any(c not in "0123456789abcdef" for c in model_sha256):
+            raise ValueError(f"model_sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.inner = inner
+        self.store = store
+        self.name = inner.name
+        self.model_sha256 = model_sha256
+        self.runtime = dict(runtime)
+        self.chunk_size = chunk_size
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, request: GenerationRequest) -> str:
+        return generation_key(request, model_sha256=self.model_sha256, runtime=self.runtime)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
+        keys = [self.key(r) for r in requests]
+        found = self.store.get_many(keys)
+        # The first request of each missing key is generated; a repeat of it within this batch is
+        # then a hit on what was just stored.
+        first_of: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found and key not in first_of:
+                first_of[key] = i
+        todo = list(first_of.values())
+        for start in range(0, len(todo), self.chunk_size):
+            idx = todo[start : start + self.chunk_size]
+            batch = [requests[i] for i in idx]
+            out = self.inner.generate(batch)
+            if len(out) != len(batch):
+                raise RuntimeError(f"adapter {self.inner.name} returned {len(out)} responses for {len(batch)} requests")
+            for i, response in zip(idx, out, strict=True):
+                clean = _without_cache_tag(response)
+                self.store.put(keys[i], clean, requests[i])
+                found[keys[i]] = clean
+        generated = set(todo)
+        self.misses += len(todo)
+        self.hits += len(requests) - len(todo)
+        return [_tagged(found[key], "miss" if i in generated else "hit") for i, key in enumerate(keys)]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            **self.inner.describe(),
+            "cache": {
+                "path": str(self.store.path),
+                "schema": SCHEMA_VERSION,
+                "model_sha256": self.model_sha256,
+                "hits": self.hits,
+                "misses": self.misses,
+            },
+        }
+
+    def close(self) -> None:
+        # The store may be shared by several adapters; its owner closes it.
+        self.inner.close()
+
+
+def device_runtime(device: Any) -> dict[str, object]:
+    """The runtime part of the key for `LlamaCppDevice`: runtime, version, build flags and the
+    settings that change outputs.
+
+    - n_batch (the prompt chunk): llama.cpp's kernels differ by batch shape, so logits may differ.
+    - n_ctx: bounds which requests run at all; kept so a changed profile never reuses a doubtful row.
+    - numpy: sampled requests (temperature > 0) draw from NumPy's Generator, whose streams NumPy does
+      not promise to keep across versions.
+    - threads is left out: llama.cpp's CPU kernels give each output element to one thread, so logits do
+      not depend on the thread count (tests/test_device_adapter.py checks greedy texts at 1 vs 2
+      threads). A GPU-offload setting would have to join `settings`.
+    """
+    info = device.describe()
+    return {
+        "runtime": info["runtime"],
+        "version": info["llama_cpp_python"],
+        "system_info": info["system_info"],
+        "settings": {"n_ctx": device.n_ctx, "n_batch": device.chunk},
+        "numpy": np.__version__,
+    }
+
+
+def _without_cache_tag(response: Response) -> Response:
+    if "cache" not in response.meta:
+        return response
+    return dataclasses.replace(response, meta={k: v for k, v in response.meta.items() if k != "cache"})
+
+
+def _tagged(response: Response, state: str) -> Response:
+    return dataclasses.replace(response, meta={**response.meta, "cache": state})

@@ -1,0 +1,183 @@
+"""Hallucination rate: SelfCheckGPT over passages the model writes about real entities.
+
+Protocol (Manakul et al., EMNLP 2023): for each concept the prompt "This is a passage from Wikipedia
+about {concept}:"; one main passage by greedy decoding and N stochastic samples (temperature 1.0,
+seeds seed+1..seed+N); the main passage split into sentences with pysbd; every sentence scored in
+[0, 1] against the N samples by the target's scorer (1 = likely hallucinated: the samples do not
+back it up). Rate = mean sentence score over all sentences of all passages; the gate passes only
+when the upper bound of a bootstrap interval over passages is within the maximum.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from adapters.base import Adapter
+from edgeready.candidates import Candidate
+from edgeready.config_errors import ConfigError
+from edgeready.gates.accuracy import resolve_data_path
+from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.records import GenerationRequest
+from edgeready.stats import Interval
+from edgeready.targets import ConceptSpec, HallucinationGate
+
+PROMPT = "This is a passage from Wikipedia about {concept}:"
+_TAG = re.compile(r"<[^>]{1,40}>")
+_TERMINAL = (".", "!", "?", '"', "”", "'", ")")
+
+
+def load_concepts(spec: ConceptSpec, data_dir: Path | None) -> tuple[list[str], dict[str, Any]]:
+    if spec.kind == "countries-kb":
+        from edgeready.datasets.countries import embedded_concepts, kb_provenance
+
+        return embedded_concepts(), {"concepts": "countries-kb (embedded)", **kb_provenance()}
+    assert spec.path is not None
+    path = resolve_data_path(spec.path, data_dir)
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise ConfigError(f"{path}: no concepts (one name per line expected)")
+    return names, {"concepts": "file", "path": str(path)}
+
+
+def choose_concepts(concepts: list[str], n: int, seed: int) -> list[str]:
+    unique = sorted(set(concepts))
+    return random.Random(seed).sample(unique, min(n, len(unique)))
+
+
+def request_for(
+    concept: str, candidate: Candidate, gate: HallucinationGate, seed: int, temperature: float
+) -> GenerationRequest:
+    prompt = PROMPT.format(concept=concept)
+    messages = (("user", prompt),) if candidate.prompt_style == "chat" else ()
+    return GenerationRequest(prompt=prompt, messages=messages, max_tokens=gate.max_tokens,
+                             temperature=temperature, seed=seed)
+
+
+def clean_passage(text: str) -> str:
+    """Drop markup a base model imitates from web text (e.g. '<blockquote>') and outer whitespace."""
+    return _TAG.sub(" ", text).strip()
+
+
+def sentences_of(passage: str) -> list[str]:
+    """pysbd sentences; an unfinished last sentence (cut by max_tokens) is dropped when others exist,
+    since scoring a fragment measures the token limit, not the model."""
+    from edgeready.selfcheck.embedding import split_sentences
+
+    sents = split_sentences(passage)
+    if len(sents) > 1 and not sents[-1].rstrip().endswith(_TERMINAL):
+        sents = sents[:-1]
+    return sents
+
+
+def measure_hallucination(
+    adapter: Adapter, candidate: Candidate, gate: HallucinationGate, concepts: list[str],
+    provenance: dict[str, Any], threads: int,
+) -> Measurement:
+    from edgeready.selfcheck import make_scorer
+    from edgeready.selfcheck.base import set_torch_threads
+
+    set_torch_threads(threads)
+    scorer = make_scorer(gate.scorer, **gate.scorer_options)
+    load = getattr(scorer, "load", None)
+    if callable(load):
+        load()  # fail before generating anything: ScorerUnavailable makes the gate an error
+    records: list[dict[str, Any]] = []
+    gen_s = score_s = 0.0
+    evaluated0 = getattr(adapter, "prompt_tokens_evaluated", None)
+    completion_tokens = 0
+    for concept in concepts:
+        reqs = [request_for(concept, candidate, gate, gate.seed, 0.0)] + [
+            request_for(concept, candidate, gate, gate.seed + i, 1.0) for i in range(1, gate.samples + 1)
+        ]
+        t0 = time.perf_counter()
+        main, *samples = adapter.generate(reqs)
+        gen_s += time.perf_counter() - t0
+        completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
+        passage = clean_passage(main.text)
+        evidence = [clean_passage(s.text) for s in samples]
+        sents = sentences_of(passage)
+        t1 = time.perf_counter()
+        scores = scorer.score(sents, evidence) if sents else []
+        score_s += time.perf_counter() - t1
+        records.append({
+            "id": concept,
+            "prompt": reqs[0].prompt,
+            "passage": passage,
+            "samples": evidence,
+            "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
+            "score": float(np.mean(scores)) if scores else None,
+        })
+    scored = [r for r in records if r["sentences"]]
+    if not scored:
+        raise RuntimeError(f"the model wrote no sentence for any of {len(records)} concepts; nothing to score")
+    sums = np.array([sum(s["score"] for s in r["sentences"]) for r in scored])
+    counts = np.array([len(r["sentences"]) for r in scored])
+    all_scores = [s["score"] for r in scored for s in r["sentences"]]
+    rate = float(sums.sum() / counts.sum())
+    interval = _bootstrap(sums, counts, gate.confidence, gate.bootstrap_resamples, gate.seed)
+    worst = sorted(((s["score"], r["id"], s["text"]) for r in scored for s in r["sentences"]), reverse=True)[:10]
+    evaluated = (getattr(adapter, "prompt_tokens_evaluated", 0) - evaluated0) if evaluated0 is not None else None
+    return Measurement(
+        gate="hallucination",
+        metric=f"hallucination rate (SelfCheck-{gate.scorer}, mean sentence score)",
+        value=rate,
+        unit="",
+        n=len(scored),
+        interval=interval,
+        method="measured",
+        meter=f"SelfCheckGPT-{gate.scorer} against {gate.samples} samples at temperature 1.0",
+        provenance={**provenance, "adapter": adapter.describe(), "scorer": gate.scorer,
+                    "scorer_options": gate.scorer_options, "samples": gate.samples, "seed": gate.seed},
+        details={
+            "sentences": len(all_scores),
+            "passages_scored": len(scored),
+            "passages_empty": len(records) - len(scored),
+            "share_above_tau": sum(v > gate.tau for v in all_scores) / len(all_scores),
+            "tau": gate.tau,
+            "per_passage": {r["id"]: r["score"] for r in records},
+            "worst_sentences": [{"score": s, "concept": c, "text": t} for s, c, t in worst],
+            "generation_s": round(gen_s, 3),
+            "scoring_s": round(score_s, 3),
+            "completion_tokens": completion_tokens,
+            "prompt_tokens_evaluated": evaluated,
+            "interval_note": f"percentile bootstrap over passages, {gate.bootstrap_resamples} resamples",
+        },
+        items=records,
+    )
+
+
+def _bootstrap(sums: np.ndarray, counts: np.ndarray, confidence: float, resamples: int, seed: int) -> Interval:
+    """Percentile bootstrap of sum(scores)/sum(sentences), resampling whole passages (their sentences
+    are not independent)."""
+    if len(sums) < 2:
+        # One passage says nothing about the spread; the honest interval is the whole range.
+        return Interval(low=0.0, high=1.0, confidence=confidence, method="one passage: uninformative")
+    res = sps.bootstrap(
+        (sums, counts), lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis), paired=True,
+        vectorized=True, confidence_level=confidence, n_resamples=resamples, method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = res.confidence_interval
+    return Interval(low=float(ci.low), high=float(ci.high), confidence=confidence, method="bootstrap")
+
+
+def judge_hallucination(
+    base: dict[str, str], m: Measurement, gate: HallucinationGate, candidate: Candidate
+) -> GateResult:
+    assert m.interval is not None
+    check = Check("hallucination_rate", m.interval.high, "<=", gate.max_rate, "",
+                  f"bootstrap upper bound ({gate.confidence:.0%})")
+    advice = (f"hallucination rate bound over the maximum by {-check.margin:.3f}: quantize at more bits "
+              f"than {candidate.quantization or 'now'} (low-bit models drift from the facts first), keep the "
+              "token embedding at Q8_0, prune fewer blocks, or distill/fine-tune on factual text")
+    if m.value <= gate.max_rate:
+        advice = (f"inconclusive: the rate {m.value:.3f} meets {gate.max_rate} but its upper bound does not; "
+                  "score more concepts (sample_size) before changing the model")
+    return judge(base, m, [check], advice)
