@@ -17,7 +17,7 @@ WHEELHOUSE ?= $(HOME)/.cache/edgeready/wheelhouse/llama-cpp-python-$(LLAMA_VERSI
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install gate test lint clean-reports
+.PHONY: install gate test lint clean-reports validate-scorers compare
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -53,3 +53,11 @@ lint: $(STAMP)
 
 clean-reports:
 	rm -rf reports/verdict.json reports/summary.md reports/items reports/allure-results
+
+# SelfCheck scorers against the WikiBio human labels (AUC-PR table; docs/HALLUCINATION.md).
+validate-scorers: $(STAMP)
+	$(PY) bench/validate_scorers.py --data ../shared/data/wikibio/dev.jsonl $(ARGS)
+
+# The seed's Fig. 5(c): device-only, server-only and offload on the same questions (summary.md table).
+compare: $(STAMP)
+	$(PY) -m pytest -c pyproject.toml -m offload --compare --reports reports/compare $(ARGS)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from adapters.base import Adapter
-from edgeready.cache import SCHEMA_VERSION, GenerationStore, generation_key
+from edgeready.cache import SCHEMA_VERSION, GenerationStore, generation_key, response_from_json, response_to_json
 from edgeready.records import GenerationRequest, Response
 
 
@@ -62,7 +62,9 @@ class CachedAdapter:
             for i, response in zip(idx, out, strict=True):
                 clean = _without_cache_tag(response)
                 self.store.put(keys[i], clean, requests[i])
-                found[keys[i]] = clean
+                # Return what a later hit will return (tuples in meta become lists, say), so a
+                # report never depends on whether its run generated or reused a response.
+                found[keys[i]] = response_from_json(response_to_json(clean))
         generated = set(todo)
         self.misses += len(todo)
         self.hits += len(requests) - len(todo)
@@ -91,18 +93,21 @@ def device_runtime(device: Any) -> dict[str, object]:
 
     - n_batch (the prompt chunk): llama.cpp's kernels differ by batch shape, so logits may differ.
     - n_ctx: bounds which requests run at all; kept so a changed profile never reuses a doubtful row.
+    - prompt_style: the device sends a request's few-shot `prompt` or its chat `messages` according to
+      it, so one request gives different texts under the two styles (None for a device without it).
     - numpy: sampled requests (temperature > 0) draw from NumPy's Generator, whose streams NumPy does
       not promise to keep across versions.
-    - threads is left out: llama.cpp's CPU kernels give each output element to one thread, so logits do
-      not depend on the thread count (tests/test_device_adapter.py checks greedy texts at 1 vs 2
-      threads). A GPU-offload setting would have to join `settings`.
+    - threads is left out: llama.cpp's CPU matrix kernels split work by output rows, so each logit is
+      computed the same way whatever the thread count (tests/test_device_adapter.py checks greedy texts
+      at 1 vs 2 threads; sampled texts matched too in our checks). A setting that could change this
+      (GPU offload, another backend) must join `settings`.
     """
     info = device.describe()
     return {
         "runtime": info["runtime"],
         "version": info["llama_cpp_python"],
         "system_info": info["system_info"],
-        "settings": {"n_ctx": device.n_ctx, "n_batch": device.chunk},
+        "settings": {"n_ctx": device.n_ctx, "n_batch": device.chunk, "prompt_style": info.get("prompt_style")},
         "numpy": np.__version__,
     }
 

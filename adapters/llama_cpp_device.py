@@ -22,14 +22,19 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from edgeready.prompts import PromptStyle, form_for
 from edgeready.records import GenerationRequest, Response, Timings
 
 
 class LlamaCppDevice:
     """The in-process device adapter. `threads` and `n_ctx` come from the target profile."""
 
-    def __init__(self, model_path: Path, *, threads: int, n_ctx: int, n_batch: int = 64, name: str = ""):
+    def __init__(
+        self, model_path: Path, *, threads: int, n_ctx: int, n_batch: int = 64, name: str = "",
+        prompt_style: PromptStyle = "few-shot",
+    ):
         self.name = name or model_path.stem
+        self.prompt_style = prompt_style
         self.model_path = model_path
         self.threads = threads
         self.n_ctx = n_ctx
@@ -71,6 +76,7 @@ class LlamaCppDevice:
             "model_path": str(self.model_path),
             "threads": self.threads,
             "n_ctx": self.n_ctx,
+            "prompt_style": self.prompt_style,
             "load_s": round(self.load_s, 3),
         }
 
@@ -94,6 +100,7 @@ class LlamaCppDevice:
         return formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
+        request = form_for(request, self.prompt_style)
         if request.messages:
             text = self.render_chat(request.messages)
             # The rendered template already holds BOS and special tokens as text.

@@ -223,9 +223,10 @@ class OpenAIServerAdapter:
     def endpoint(self, request: GenerationRequest) -> Literal["completions", "chat"]:
         if self.api == "auto":
             return "chat" if request.messages else "completions"
-        if self.api == "completions" and request.messages:
+        if self.api == "completions" and not request.prompt:
             # The completions API takes raw text, and only the server knows the model's chat template.
-            raise ValueError("a request with messages cannot be sent with api='completions'")
+            raise ValueError("a request with only messages cannot be sent with api='completions'")
+        # Requests may carry both forms (few-shot text and chat turns): a forced api picks its own.
         return self.api
 
     def payload(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:

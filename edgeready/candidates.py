@@ -43,15 +43,49 @@ class Artifact(Strict):
         return self
 
 
+class Endpoint(Strict):
+    """A model already served elsewhere behind an OpenAI-compatible API (vLLM, Ollama, MLC, llama.cpp)."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    model: str
+    api: Literal["auto", "completions", "chat"] = "auto"
+    api_key_env: str | None = Field(default=None, description="name of the variable holding the key")
+    concurrency: int = Field(default=1, ge=1, le=256)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+
+class OffloadSpec(Strict):
+    """Step 4: a device candidate answers simple prompts, a server candidate complex ones."""
+
+    device: str = Field(description="name of a gguf candidate run in-process on the device")
+    server: str = Field(description="name of a gguf candidate (served by llama_cpp.server) or endpoint candidate")
+    policy: Literal["never", "always", "oracle", "heuristic", "cascade"]
+    cascade_threshold: float = Field(default=-1.0, le=0, description="mean token log-probability to stay local")
+
+
 class Candidate(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    format: Literal["gguf"]
+    format: Literal["gguf", "endpoint", "offload"]
     strategy: Strategy
     base_model: str
     quantization: str | None = None
     prompt_style: Literal["few-shot", "chat"]
-    artifact: Artifact
+    artifact: Artifact | None = None
+    endpoint: Endpoint | None = None
+    offload: OffloadSpec | None = None
     description: str = ""
+
+    @model_validator(mode="after")
+    def _block_for_format(self) -> Candidate:
+        blocks = {"gguf": "artifact", "endpoint": "endpoint", "offload": "offload"}
+        for fmt, key in blocks.items():
+            present = getattr(self, key) is not None
+            if fmt == self.format and not present:
+                raise ValueError(f"format '{fmt}' needs an '{key}' block")
+            if fmt != self.format and present:
+                raise ValueError(f"'{key}' does not apply to format '{self.format}'")
+        return self
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -135,6 +169,8 @@ def materialize(candidate: Candidate, cache_dir: Path) -> tuple[Path, str]:
     A digest that differs from the manifest is an error: the gate would judge another model.
     """
     art = candidate.artifact
+    if art is None:
+        raise ConfigError(f"candidate '{candidate.name}' is a {candidate.format}, it has no model file here")
     if art.path:
         path = Path(art.path).expanduser()
         if not path.is_absolute() and candidate.source is not None:

@@ -11,6 +11,10 @@ from edgeready.stats import Interval
 Status = Literal["pass", "fail", "error"]
 
 
+class MeasurementError(RuntimeError):
+    """A measurement could not be made: the gate is an error, never a pass."""
+
+
 @dataclass
 class Measurement:
     gate: str

@@ -46,10 +46,11 @@ METER = "VmHWM (kernel high-water mark of resident memory) of a fresh process"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--model", type=Path, help="omit for a device that holds no model (server-only offload)")
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--n-ctx", type=int, required=True)
     ap.add_argument("--n-batch", type=int, required=True)
+    ap.add_argument("--prompt-style", choices=("few-shot", "chat"), default="few-shot")
     ap.add_argument("--prompts", type=Path, required=True, help="JSON list of GenerationRequest dicts")
     args = ap.parse_args(argv)
 
@@ -62,12 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     baseline_rss, baseline_peak = _rss(), _peak()
     t0 = time.perf_counter()
-    device = LlamaCppDevice(args.model, threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch)
-    after_load_rss = _rss()
-    responses = device.generate(requests)
-    after_answer_rss = _rss()
+    if args.model is None:
+        requests, responses = [], []
+        after_load_rss = after_answer_rss = _rss()
+    else:
+        device = LlamaCppDevice(args.model, threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch,
+                                prompt_style=args.prompt_style)
+        after_load_rss = _rss()
+        responses = device.generate(requests)
+        after_answer_rss = _rss()
+        device.close()
     wall = time.perf_counter() - t0
-    device.close()
     json.dump(
         {
             "baseline_rss_bytes": baseline_rss,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeready.candidates import resolve_candidate
+from edgeready.candidates import Candidate, resolve_candidate
 from edgeready.config_errors import ConfigError
 from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports
@@ -21,21 +21,36 @@ from edgeready.run import GATES, Pair, RunContext
 from edgeready.targets import ROLES, check_reachable, resolve_target
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CANDIDATE = "gemma3-270m-q4km"
+# Without --candidate: the embedded default for device and server targets, and the default offload
+# deployment for offload targets (each runs only on the roles it fits, see run.runs_on).
+DEFAULT_CANDIDATES = ("gemma3-270m-q4km", "offload-default")
 RUN_KEY = pytest.StashKey[RunContext]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("edgeready")
     g.addoption("--candidate", action="append", default=[], metavar="NAME|PATH",
-                help=f"candidate manifest name, YAML or GGUF path (repeatable; default {DEFAULT_CANDIDATE})")
+                help=f"candidate name, manifest or GGUF path (repeatable; default {', '.join(DEFAULT_CANDIDATES)})")
     g.addoption("--target", action="append", default=[], metavar="NAME|PATH",
                 help="target name (default, role/name) or YAML path (repeatable; default: each role's default)")
     g.addoption("--limit", type=int, default=None, metavar="N", help="cap the questions of each gate")
     g.addoption("--data-dir", default=None, metavar="DIR",
                 help="base for relative dataset paths (default ../shared/data when it exists)")
     g.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR", help="where reports are written")
+    g.addoption("--compare", action="store_true",
+                help="offload targets: also judge device-only and server-only variants of each offload candidate")
     g.addoption("--cache-dir", default=str(ROOT / ".cache"), metavar="DIR", help="assembled models, digests")
+
+
+def baselines(candidate: Candidate) -> list[Candidate]:
+    """Device-only and server-only variants of an offload candidate, for the side-by-side comparison
+    on the same questions (the seed's Fig. 5c)."""
+    assert candidate.offload is not None
+    return [
+        candidate.model_copy(update={"name": f"{candidate.name}.{label}",
+                                     "offload": candidate.offload.model_copy(update={"policy": policy})})
+        for label, policy in (("device-only", "never"), ("server-only", "always"))
+    ]
 
 
 def _default_data_dir() -> Path | None:
@@ -66,12 +81,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if opt.limit is not None and opt.limit < 1:
         raise pytest.UsageError(f"--limit must be >= 1, got {opt.limit}")
     try:
-        candidates = [resolve_candidate(c, ROOT / "candidates") for c in (opt.candidate or [DEFAULT_CANDIDATE])]
+        candidates = [resolve_candidate(c, ROOT / "candidates") for c in (opt.candidate or DEFAULT_CANDIDATES)]
         if opt.target:
             targets = [resolve_target(t, ROOT / "thresholds") for t in opt.target]
         else:
             targets = [resolve_target(f"{role}/default", ROOT / "thresholds")
                        for role in ROLES if (ROOT / "thresholds" / role / "default.yaml").is_file()]
+        if opt.compare:
+            candidates += [v for c in candidates if c.offload is not None for v in baselines(c)]
         if opt.limit is not None:
             for t in targets:
                 if t.gates.accuracy is not None:
@@ -84,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
     config.stash[RUN_KEY] = RunContext(
         candidates=candidates, targets=targets, data_dir=data_dir, reports_dir=reports,
-        cache_dir=Path(opt.cache_dir), limit=opt.limit,
+        cache_dir=Path(opt.cache_dir), candidates_dir=ROOT / "candidates", limit=opt.limit,
     )
 
 
@@ -121,7 +138,7 @@ def _allure_labels(pair: Pair, gate: str) -> None:
         import allure
     except ImportError:  # allure-pytest is a dependency, but the gates must not need it
         return
-    allure.dynamic.epic(f"{pair.role}/{pair.target.name}")
+    allure.dynamic.epic(f"{pair.role}/{pair.target.name}")  # every role has a `default`
     allure.dynamic.feature(gate)
     allure.dynamic.story(pair.candidate.name)
     critical = gate in ("accuracy", "memory")
@@ -152,7 +169,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run.results:
         write_reports(run.results, run.reports_dir, {
             "candidates": [c.name for c in run.candidates],
-            "targets": [t.name for t in run.targets],
+            "targets": [t.key for t in run.targets],
             "limit": run.limit,
             "data_dir": str(run.data_dir) if run.data_dir else None,
             "exitstatus": int(exitstatus),

@@ -11,11 +11,20 @@ continents of countries) so that no example leaks an answer to an evaluated ques
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from edgeready.records import GenerationRequest, QAItem
 
 PromptStyle = Literal["few-shot", "chat"]
+
+
+def form_for(request: GenerationRequest, style: PromptStyle) -> GenerationRequest:
+    """The request as a model of `style` takes it: chat turns for instruct models (the prompt as one
+    user turn when there are none), the plain text for few-shot models."""
+    if style == "chat":
+        return request if request.messages else replace(request, messages=(("user", request.prompt),))
+    return replace(request, messages=()) if request.messages else request
 
 INSTRUCTION = "Answer each question with a short factual answer, a name or a few words only."
 
@@ -27,15 +36,17 @@ FEW_SHOT: tuple[tuple[str, str], ...] = (
 )
 
 
-def qa_request(item: QAItem, style: PromptStyle, max_tokens: int) -> GenerationRequest:
-    if style == "few-shot":
-        shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
-        prompt = f"{INSTRUCTION}\n\n{shots}Question: {item.question}\nAnswer:"
-        return GenerationRequest(prompt=prompt, max_tokens=max_tokens, stop=("\n",), tag=item.complexity)
+def qa_request(item: QAItem, max_tokens: int) -> GenerationRequest:
+    """Both forms in one request: the few-shot text in `prompt`, the same examples as chat turns in
+    `messages`. Each adapter sends the form its model takes (its candidate's prompt_style), so an
+    offload router can hand one request to a base model on the device and an instruct model on a
+    server."""
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
+    prompt = f"{INSTRUCTION}\n\n{shots}Question: {item.question}\nAnswer:"
     messages: list[tuple[str, str]] = [("system", INSTRUCTION)]
     for q, a in FEW_SHOT:
         messages += [("user", q), ("assistant", a)]
     messages.append(("user", item.question))
     return GenerationRequest(
-        prompt=item.question, messages=tuple(messages), max_tokens=max_tokens, stop=("\n",), tag=item.complexity
+        prompt=prompt, messages=tuple(messages), max_tokens=max_tokens, stop=("\n",), tag=item.complexity
     )

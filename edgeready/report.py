@@ -76,11 +76,12 @@ def _cell(r: GateResult) -> str:
     if r.status == "error" or r.measurement is None:
         return "ERROR"
     m = r.measurement
-    if m.gate == "accuracy" and m.interval is not None:
-        return f"{r.status.upper()} {m.value:.3f} [{m.interval.low:.3f}, {m.interval.high:.3f}] n={m.n}"
     if m.gate == "memory":
         return f"{r.status.upper()} peak {m.value:.0f} MB, weights {m.details['weights_mb']:.0f} MB"
-    return f"{r.status.upper()} {m.value:.4g} {m.unit}"
+    unit = f" {m.unit}" if m.unit else ""
+    ci = f" [{m.interval.low:.3g}, {m.interval.high:.3g}]" if m.interval is not None else ""
+    est = " (est.)" if m.method == "estimated" else ""
+    return f"{r.status.upper()} {m.value:.3g}{unit}{ci} n={m.n}{est}"
 
 
 def table_rows(results: list[GateResult]) -> tuple[list[str], list[list[str]]]:
@@ -100,6 +101,42 @@ def terminal_table(results: list[GateResult]) -> list[str]:
     return [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
 
 
+def comparison_markdown(results: list[GateResult]) -> list[str]:
+    """Device-only vs server-only vs offload on the same questions, per offload target."""
+    rows = []
+    for (cand, target), rs in group(results).items():
+        if rs[0].role != "offload":
+            continue
+        g = {r.gate: r.measurement for r in rs if r.measurement is not None}
+
+        def val(gate: str, fmt: str, key: str | None = None, _g: dict = g) -> str:
+            m = _g.get(gate)
+            if m is None:
+                return "-"
+            v = m.value if key is None else m.details.get(key)
+            return "-" if v is None else format(v, fmt)
+
+        acc = g.get("accuracy")
+        by = acc.details.get("by_complexity", {}) if acc else {}
+        simple = f"{by['simple']['accuracy']:.3f}" if "simple" in by else "-"
+        complex_ = f"{by['complex']['accuracy']:.3f}" if "complex" in by else "-"
+        rows.append(f"| {cand} | {target} | {val('accuracy', '.3f')} | {simple} | {complex_} | "
+                    f"{val('hallucination', '.3f')} | {val('memory', '.0f')} | {val('energy', '.3f')} | "
+                    f"{val('latency', '.0%', 'share_offloaded')} | {val('latency', '.2f', 'p50_s')} | "
+                    f"{val('latency', '.2f', 'p95_s')} | {val('latency', 'd', 'fallbacks')} |")
+    if not rows:
+        return []
+    return [
+        "## Device-only vs server-only vs offload (same questions)",
+        "",
+        "| candidate | target | accuracy | simple | complex | hallucination | device peak MB | device mWh/query "
+        "| offloaded | p50 s | p95 s | fallbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def summary_markdown(results: list[GateResult], doc: dict[str, Any]) -> str:
     header, rows = table_rows(results)
     lines = [
@@ -113,6 +150,7 @@ def summary_markdown(results: list[GateResult], doc: dict[str, Any]) -> str:
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
     ]
+    lines += comparison_markdown(results)
     for r in results:
         if r.status != "pass":
             lines += [f"## {r.gate} {r.status} for {r.pair}", "", "```", r.message(), "```", ""]

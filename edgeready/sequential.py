@@ -227,20 +227,25 @@ class SequentialProportionTest:
         if code == 1:
             status: Status = "pass"
             reason = (f"stopped at n={n} because the always-valid lower bound {lower:.3f} >= minimum "
-                      f"{self.threshold:g} ({observed} correct; e-value {math.exp(e_pass):.3g} >= 1/alpha = "
+                      f"{self.threshold:g} ({observed} correct; e-value {_evalue_text(e_pass)} >= 1/alpha = "
                       f"{1 / self.alpha:g})")
         elif code == -1:
             status = "fail"
             ref = self.threshold + self.delta
             reason = (f"stopped at n={n} because the always-valid upper bound {upper:.3f} < {ref:g} "
                       f"(minimum {self.threshold:g}" + (f" + indifference {self.delta:g}" if self.delta else "")
-                      + f"; {observed} correct; e-value {math.exp(e_fail):.3g} >= 1/beta = {1 / self.beta:g})")
+                      + f"; {observed} correct; e-value {_evalue_text(e_fail)} >= 1/beta = {1 / self.beta:g})")
         else:
             status = "continue"
             reason = (f"n={n}: {observed} correct; always-valid interval [{lower:.3f}, {upper:.3f}] "
                       f"still straddles the minimum {self.threshold:g} ({self._levels()}); continue")
         return Decision(status=status, n=n, successes=k, lower=lower, upper=upper,
                         log_evalue_pass=e_pass, log_evalue_fail=e_fail, reason=reason)
+
+
+def _evalue_text(log_e: float) -> str:
+    # exp() overflows past ~709; a huge e-value is as clear written as a power of e.
+    return f"{math.exp(log_e):.3g}" if log_e < 700 else f"e^{log_e:.0f}"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,15 @@ class PowerModel(Strict):
     idle_w: float = Field(default=0.0, ge=0)
 
 
+class NetworkProfile(Strict):
+    """Link between device and edge server, applied to the latency of offloaded requests."""
+
+    rtt_ms: float = Field(ge=0)
+    uplink_mbps: float = Field(gt=0)
+    downlink_mbps: float = Field(gt=0)
+    loss: float = Field(default=0.0, ge=0, lt=1)
+
+
 class Profile(Strict):
     device: str = Field(description="Human name of the hardware, e.g. 'Xiaomi 10 Ultra (Snapdragon 865)'")
     ram_mb: float = Field(gt=0, description="Physical RAM of the device")
@@ -45,6 +54,7 @@ class Profile(Strict):
     n_batch: int = Field(default=64, ge=1, le=4096)
     battery: Battery | None = None
     power: PowerModel | None = None
+    network: NetworkProfile | None = None
 
     @model_validator(mode="after")
     def _budget_fits(self) -> Profile:
@@ -149,11 +159,20 @@ class EnergyGate(Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
+class LatencyGate(Strict):
+    """Offload deployments: end-to-end latency (network included) and the share sent to the server."""
+
+    max_p95_s: float = Field(gt=0)
+    max_share_offloaded: float = Field(default=1.0, ge=0, le=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class Gates(Strict):
     accuracy: AccuracyGate | None = None
     memory: MemoryGate | None = None
     hallucination: HallucinationGate | None = None
     energy: EnergyGate | None = None
+    latency: LatencyGate | None = None
 
 
 class Target(Strict):
@@ -182,6 +201,10 @@ class Target(Strict):
         if energy is not None and energy.require == "any" and energy.meter in ("auto", "estimate") \
                 and self.profile.power is None:
             raise ValueError("gates.energy may fall back to an estimate but profile.power is missing")
+        if self.gates.latency is not None and self.role != "offload":
+            raise ValueError("gates.latency applies to offload targets only")
+        if self.role == "offload" and self.profile.network is None:
+            raise ValueError("an offload target needs profile.network (rtt_ms, uplink_mbps, downlink_mbps)")
         expected_role = (info.context or {}).get("role")
         if expected_role and self.role != expected_role:
             raise ValueError(f"role is '{self.role}' but the file lives under thresholds/{expected_role}/")
@@ -193,6 +216,12 @@ class Target(Strict):
     def source(self) -> Path | None:
         """The YAML file this target was read from."""
         return self._source
+
+    @property
+    def key(self) -> str:
+        """How reports name the target: device targets by name (the common case), others as
+        role/name, since every role has its own `default`."""
+        return self.name if self.role == "device" else f"{self.role}/{self.name}"
 
 
 def load_target(path: Path) -> Target:

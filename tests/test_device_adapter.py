@@ -21,7 +21,7 @@ def gemma(gemma_path):
 
 @pytest.fixture(scope="module")
 def questions():
-    return [qa_request(it, "few-shot", 12) for it in stratified_sample(load_countries_qa(), 6, 1)]
+    return [qa_request(it, 12) for it in stratified_sample(load_countries_qa(), 6, 1)]
 
 
 def test_it_is_an_adapter(gemma):
@@ -80,10 +80,10 @@ def test_prompt_longer_than_context_is_an_error(gemma):
 
 
 def test_instruct_model_uses_its_chat_template(smollm_path):
-    device = LlamaCppDevice(smollm_path, threads=2, n_ctx=1024)
+    device = LlamaCppDevice(smollm_path, threads=2, n_ctx=1024, prompt_style="chat")
     try:
         item = stratified_sample(load_countries_qa(), 1, 0)[0]
-        req = qa_request(item, "chat", 24)
+        req = qa_request(item, 24)
         rendered = device.render_chat(req.messages)
         assert "<|im_start|>user" in rendered and rendered.rstrip().endswith("<|im_start|>assistant")
         r = device.generate([req])[0]

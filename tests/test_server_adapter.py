@@ -280,8 +280,12 @@ def test_retry_on_fake_server_routes_and_maps_requests(fake: FakeServer):
     assert b2["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert b2["logprobs"] is True and b2["top_logprobs"] == 1 and "stop" not in b2
     assert b3["messages"] == [{"role": "user", "content": "Hello"}]
-    with _fake_adapter(fake, api="completions") as a, pytest.raises(ValueError, match="messages"):
+    with _fake_adapter(fake, api="completions") as a, pytest.raises(ValueError, match="only messages"):
         a.generate([chat])
+    both = GenerationRequest(prompt="Q: y\nA:", messages=(("user", "y"),))
+    with _fake_adapter(fake, api="completions") as a:
+        a.generate([both])
+    assert json.loads(fake.seen[-1][2])["prompt"] == "Q: y\nA:"
 
 
 def test_retry_on_fake_server_chat_logprobs_format(fake: FakeServer):

@@ -20,7 +20,7 @@ from edgeready.datasets.sampling import stratified_sample
 from edgeready.datasets.webqsp import load_webqsp
 from edgeready.measurement import Check, GateResult, Measurement, judge
 from edgeready.prompts import qa_request
-from edgeready.records import QAItem
+from edgeready.records import QAItem, Response
 from edgeready.scoring.qa import score_response
 from edgeready.stats import wilson
 from edgeready.targets import AccuracyGate, DatasetSpec, check_reachable
@@ -58,12 +58,15 @@ def select_items(gate: AccuracyGate, items: list[QAItem], limit: int | None) -> 
 
 
 def measure_accuracy(
-    adapter: Adapter, candidate: Candidate, gate: AccuracyGate, items: list[QAItem], provenance: dict[str, Any]
+    adapter: Adapter, candidate: Candidate, gate: AccuracyGate, items: list[QAItem], provenance: dict[str, Any],
+    responses_out: list[Response] | None = None,
 ) -> Measurement:
-    requests = [qa_request(item, candidate.prompt_style, gate.max_tokens) for item in items]
+    requests = [qa_request(item, gate.max_tokens) for item in items]
     started = time.perf_counter()
     responses = adapter.generate(requests)
     wall = time.perf_counter() - started
+    if responses_out is not None:
+        responses_out.extend(responses)  # the latency gate of an offload target reuses them
     records: list[dict[str, Any]] = []
     for item, req, resp in zip(items, requests, responses, strict=True):
         s = score_response(resp.text, item.answers)
@@ -72,7 +75,7 @@ def measure_accuracy(
             "complexity": item.complexity,
             "hops": item.hops,
             "question": item.question,
-            "prompt": req.prompt if not req.messages else [list(m) for m in req.messages],
+            "prompt": req.prompt if candidate.prompt_style == "few-shot" else [list(m) for m in req.messages],
             "response": resp.text,
             "answer_part": s.answer,
             "gold": list(item.answers),
@@ -83,6 +86,7 @@ def measure_accuracy(
             "completion_tokens": resp.completion_tokens,
             "latency_s": round(resp.timings.total_s, 4),
             "served_by": resp.served_by,
+            **({"fallback": True} if resp.meta.get("fallback") else {}),
         })
     n = len(records)
     k = sum(r["correct"] for r in records)
@@ -92,7 +96,8 @@ def measure_accuracy(
         if sub:
             ks = sum(r["correct"] for r in sub)
             ci = wilson(ks, len(sub), gate.confidence)
-            by[cx] = {"n": len(sub), "accuracy": ks / len(sub), "interval": [ci.low, ci.high]}
+            by[cx] = {"n": len(sub), "accuracy": ks / len(sub), "interval": [ci.low, ci.high],
+                      "served_by_server": sum(r["served_by"] == "server" for r in sub)}
     return Measurement(
         gate="accuracy",
         metric="accuracy (answer contains a gold answer)",

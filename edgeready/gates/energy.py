@@ -10,7 +10,6 @@ A target that requires a measured value on a machine with no counter is an error
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 from scipy import stats as sps
@@ -28,14 +27,14 @@ from edgeready.targets import EnergyGate, Profile
 
 def measure_energy(
     adapter: Adapter, candidate: Candidate, gate: EnergyGate, profile: Profile, items: list[QAItem],
-    provenance: dict[str, Any],
+    provenance: dict[str, Any], pid: int,
 ) -> Measurement:
     model = None
     if profile.power is not None:
         model = CpuPowerModel(profile.power.active_w_per_core, profile.power.idle_w,
                               source=f"target profile power model ({profile.device})")
-    meter = select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=os.getpid())
-    requests = [qa_request(it, candidate.prompt_style, 16) for it in items[: gate.queries_per_batch]]
+    meter = select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=pid)
+    requests = [qa_request(it, 16) for it in items[: gate.queries_per_batch]]
     marks: list[tuple[float, float, int]] = []  # cumulative (gross joules, seconds) after each batch
     tokens = 0
 
@@ -68,7 +67,7 @@ def measure_energy(
         interval=interval,
         method=per_query.method,
         meter=per_query.meter,
-        provenance={**provenance, "adapter": adapter.describe(), "reading": window.reading.to_dict()},
+        provenance={**provenance, "adapter": adapter.describe(), "reading": window.reading.to_dict(), "pid": pid},
         details={
             "joules_per_query": per_query.joules_per_query,
             "mwh_per_query": per_query.mwh_per_query,

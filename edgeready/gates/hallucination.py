@@ -51,12 +51,9 @@ def choose_concepts(concepts: list[str], n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(unique, min(n, len(unique)))
 
 
-def request_for(
-    concept: str, candidate: Candidate, gate: HallucinationGate, seed: int, temperature: float
-) -> GenerationRequest:
-    prompt = PROMPT.format(concept=concept)
-    messages = (("user", prompt),) if candidate.prompt_style == "chat" else ()
-    return GenerationRequest(prompt=prompt, messages=messages, max_tokens=gate.max_tokens,
+def request_for(concept: str, gate: HallucinationGate, seed: int, temperature: float) -> GenerationRequest:
+    # Plain text: a chat model's adapter sends it as the one user turn (prompts.form_for).
+    return GenerationRequest(prompt=PROMPT.format(concept=concept), max_tokens=gate.max_tokens,
                              temperature=temperature, seed=seed)
 
 
@@ -93,8 +90,8 @@ def measure_hallucination(
     evaluated0 = getattr(adapter, "prompt_tokens_evaluated", None)
     completion_tokens = 0
     for concept in concepts:
-        reqs = [request_for(concept, candidate, gate, gate.seed, 0.0)] + [
-            request_for(concept, candidate, gate, gate.seed + i, 1.0) for i in range(1, gate.samples + 1)
+        reqs = [request_for(concept, gate, gate.seed, 0.0)] + [
+            request_for(concept, gate, gate.seed + i, 1.0) for i in range(1, gate.samples + 1)
         ]
         t0 = time.perf_counter()
         main, *samples = adapter.generate(reqs)

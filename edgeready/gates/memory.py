@@ -18,27 +18,28 @@ from pathlib import Path
 from edgeready.advice import memory_advice
 from edgeready.candidates import Candidate
 from edgeready.gguf_info import MB, GGUFSummary
-from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.measurement import Check, GateResult, Measurement, MeasurementError, judge
 from edgeready.records import GenerationRequest
 from edgeready.targets import MemoryGate, Profile
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class MeasurementError(RuntimeError):
-    """A measurement could not be made: the gate is an error, never a pass."""
-
-
-def run_probe(model: Path, profile: Profile, requests: list[GenerationRequest], timeout_s: float = 900) -> dict:
+def run_probe(
+    model: Path | None, profile: Profile, requests: list[GenerationRequest], prompt_style: str, timeout_s: float = 900
+) -> dict:
     payload = [
         {**asdict(r), "stop": list(r.stop), "messages": [list(m) for m in r.messages]} for r in requests
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(payload, fh)
         prompts = fh.name
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "edgeready.memprobe", "--model", str(model), "--threads", str(profile.threads),
-           "--n-ctx", str(profile.n_ctx), "--n-batch", str(profile.n_batch), "--prompts", prompts]
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "edgeready.memprobe", *(["--model", str(model)] if model else []),
+           "--threads", str(profile.threads),
+           "--n-ctx", str(profile.n_ctx), "--n-batch", str(profile.n_batch), "--prompt-style", prompt_style,
+           "--prompts", prompts]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=PROJECT_ROOT)
     finally:
@@ -50,10 +51,19 @@ def run_probe(model: Path, profile: Profile, requests: list[GenerationRequest], 
 
 
 def measure_memory(
-    model: Path, sha256: str, summary: GGUFSummary, profile: Profile, requests: list[GenerationRequest]
+    model: Path | None, sha256: str, summary: GGUFSummary | None, profile: Profile,
+    requests: list[GenerationRequest], prompt_style: str,
 ) -> Measurement:
-    probe = run_probe(model, profile, requests)
+    """`model=None`: a device that holds no model (every query offloaded); the probe then measures
+    the bare process, so the comparison shows what offloading saves."""
+    probe = run_probe(model, profile, requests, prompt_style)
     peak_mb = probe["peak_rss_bytes"] / MB
+    if summary is None:
+        return Measurement(gate="memory", metric="peak resident memory", value=peak_mb, unit="MB", n=0,
+                           interval=None, method="measured", meter=probe["meter"],
+                           provenance={"model": None}, details={"weights_mb": 0.0, "kv_cache_mb_full_attention": 0.0,
+                                                                 "note": "no model on the device"},
+                           items=[{"id": "probe", **probe}])
     kv_mb = summary.kv_cache_bytes(profile.n_ctx) / MB
     return Measurement(
         gate="memory",
@@ -82,6 +92,35 @@ def measure_memory(
             "probe_wall_s": round(probe["wall_s"], 3),
         },
         items=[{"id": "probe", **probe}],
+    )
+
+
+def measure_server_memory(
+    pid: int, model: Path, sha256: str, summary: GGUFSummary, profile: Profile, prompts: int
+) -> Measurement:
+    """Peak resident memory of the server process that the run started, after it answered prompts."""
+    from edgeready.server_process import peak_rss_bytes
+
+    peak_mb = peak_rss_bytes(pid) / MB
+    return Measurement(
+        gate="memory",
+        metric="peak resident memory of the server process",
+        value=peak_mb,
+        unit="MB",
+        n=prompts,
+        interval=None,
+        method="measured",
+        meter=f"VmHWM of llama_cpp.server (pid {pid})",
+        provenance={"model": str(model), "sha256": sha256, "n_ctx": profile.n_ctx, "n_batch": profile.n_batch,
+                    "threads": profile.threads},
+        details={
+            "weights_mb": summary.weights_mb,
+            "weights_meter": "sum of GGUF tensor sizes (gguf package)",
+            "kv_cache_mb_full_attention": summary.kv_cache_bytes(profile.n_ctx) / MB,
+            "note": "llama_cpp.server keeps logits for every position (logits_all) so that /completions can "
+                    "return log-probabilities: n_ctx x n_vocab floats count here",
+        },
+        items=[{"id": "server", "pid": pid, "peak_rss_mb": peak_mb}],
     )
 
 
