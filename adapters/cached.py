@@ -9,7 +9,10 @@ live generations only (wrap the adapter with the cache for accuracy-type gates, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,7 +106,10 @@ def device_runtime(device: Any) -> dict[str, object]:
       (GPU offload, another backend) must join `settings`.
     """
     info = device.describe()
+    # The decoding loop is ours: any change to it (sampling, stops, chunking) must miss the cache.
+    decoder = hashlib.sha256(Path(inspect.getfile(type(device))).read_bytes()).hexdigest()[:16]
     return {
+        "decoder_source": decoder,
         "runtime": info["runtime"],
         "version": info["llama_cpp_python"],
         "system_info": info["system_info"],

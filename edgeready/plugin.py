@@ -39,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR", help="where reports are written")
     g.addoption("--compare", action="store_true",
                 help="offload targets: also judge device-only and server-only variants of each offload candidate")
+    g.addoption("--no-cache", action="store_true",
+                help="generate everything again instead of reusing stored generations (.cache/generations.sqlite)")
     g.addoption("--cache-dir", default=str(ROOT / ".cache"), metavar="DIR", help="assembled models, digests")
 
 
@@ -102,6 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_KEY] = RunContext(
         candidates=candidates, targets=targets, data_dir=data_dir, reports_dir=reports,
         cache_dir=Path(opt.cache_dir), candidates_dir=ROOT / "candidates", limit=opt.limit,
+        use_cache=not opt.no_cache,
     )
 
 

@@ -62,6 +62,7 @@ class RunContext:
     cache_dir: Path
     candidates_dir: Path
     limit: int | None = None
+    use_cache: bool = True
     results: list[GateResult] = field(default_factory=list)
     _models: dict[str, tuple[Path, str]] = field(default_factory=dict)
     _summaries: dict[str, GGUFSummary] = field(default_factory=dict)
@@ -110,6 +111,20 @@ class RunContext:
             self.close_active()
             self._active = self._open(pair, key)
         return self._active.adapter
+
+    def cached(self, pair: Pair) -> Any:
+        """The pair's adapter behind the generation cache, for gates whose result depends only on the
+        texts (accuracy, hallucination); latency and energy always generate. Device role only: a
+        server's or router's outputs depend on more than the request."""
+        adapter = self.adapter(pair)
+        if not self.use_cache or pair.role != "device":
+            return adapter
+        from adapters.cached import CachedAdapter, device_runtime
+        from edgeready.cache import GenerationStore, store_path
+
+        store = GenerationStore(store_path(self.cache_dir))
+        return CachedAdapter(adapter, store, model_sha256=self.model(pair.candidate)[1],
+                             runtime=device_runtime(adapter))
 
     def server_pid(self) -> int | None:
         return self._active.server.pid if self._active and self._active.server else None
@@ -217,7 +232,7 @@ class RunContext:
             assert gates.accuracy is not None
             items, prov = self.qa_items(pair)
             responses: list[Response] = []
-            m = measure_accuracy(self.adapter(pair), pair.candidate, gates.accuracy, items,
+            m = measure_accuracy(self.cached(pair), pair.candidate, gates.accuracy, items,
                                  {**prov, **self._provenance(pair)}, responses_out=responses)
             self._qa_responses[pair.id] = responses
             return m
@@ -228,7 +243,7 @@ class RunContext:
             assert hcfg is not None
             concepts, prov = load_concepts(hcfg.concepts, self.data_dir)
             chosen = choose_concepts(concepts, self.limit or hcfg.sample_size, hcfg.seed)
-            return measure_hallucination(self.adapter(pair), pair.candidate, hcfg, chosen,
+            return measure_hallucination(self.cached(pair), pair.candidate, hcfg, chosen,
                                          {**prov, "population": len(concepts), **self._provenance(pair)},
                                          pair.target.profile.threads)
         if gate == "memory":

@@ -116,6 +116,7 @@ def measure_accuracy(
             "wall_s": round(wall, 3),
             "completion_tokens": sum(r["completion_tokens"] for r in records),
             "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+            "cache_hits": sum(r.meta.get("cache") == "hit" for r in responses),
         },
         items=records,
     )

@@ -87,7 +87,9 @@ def measure_hallucination(
         load()  # fail before generating anything: ScorerUnavailable makes the gate an error
     records: list[dict[str, Any]] = []
     gen_s = score_s = 0.0
-    evaluated0 = getattr(adapter, "prompt_tokens_evaluated", None)
+    # The device adapter counts the prompt tokens it evaluated (behind the cache, if any).
+    leaf = getattr(adapter, "inner", adapter)
+    evaluated0 = getattr(leaf, "prompt_tokens_evaluated", None)
     completion_tokens = 0
     for concept in concepts:
         reqs = [request_for(concept, gate, gate.seed, 0.0)] + [
@@ -120,7 +122,7 @@ def measure_hallucination(
     rate = float(sums.sum() / counts.sum())
     interval = _bootstrap(sums, counts, gate.confidence, gate.bootstrap_resamples, gate.seed)
     worst = sorted(((s["score"], r["id"], s["text"]) for r in scored for s in r["sentences"]), reverse=True)[:10]
-    evaluated = (getattr(adapter, "prompt_tokens_evaluated", 0) - evaluated0) if evaluated0 is not None else None
+    evaluated = (getattr(leaf, "prompt_tokens_evaluated", 0) - evaluated0) if evaluated0 is not None else None
     return Measurement(
         gate="hallucination",
         metric=f"hallucination rate (SelfCheck-{gate.scorer}, mean sentence score)",
@@ -144,6 +146,7 @@ def measure_hallucination(
             "scoring_s": round(score_s, 3),
             "completion_tokens": completion_tokens,
             "prompt_tokens_evaluated": evaluated,
+            "cache_hits": getattr(adapter, "hits", None),
             "interval_note": f"percentile bootstrap over passages, {gate.bootstrap_resamples} resamples",
         },
         items=records,

@@ -1,0 +1,68 @@
+"""End to end: stored generations make a re-run cheap and let a killed run resume."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgeready.cache import store_path
+from tests.conftest import ROOT, run_gate
+
+TARGET = ROOT / "tests" / "fixtures" / "targets" / "e2e-pass.yaml"
+pytestmark = pytest.mark.e2e
+
+
+def accuracy(reports):
+    doc = json.loads((reports / "verdict.json").read_text())
+    return doc["verdicts"][0]["gates"]["accuracy"]
+
+
+def stored(cache_dir) -> int:
+    path = store_path(cache_dir)
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as con:
+        try:
+            return con.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_rerun_is_served_from_the_cache_with_the_same_verdict(tmp_path):
+    cache = tmp_path / "cache"
+    args = ("-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache))
+    run_gate(*args, "--reports", str(tmp_path / "a"))
+    run_gate(*args, "--reports", str(tmp_path / "b"))
+    first, second = accuracy(tmp_path / "a"), accuracy(tmp_path / "b")
+    assert first["measurement"]["details"]["cache_hits"] == 0
+    assert second["measurement"]["details"]["cache_hits"] == second["n"] == 24
+    assert (first["value"], first["status"]) == (second["value"], second["status"])
+    off = run_gate(*args, "--no-cache", "--reports", str(tmp_path / "c"))
+    assert accuracy(tmp_path / "c")["measurement"]["details"]["cache_hits"] == 0, off.stdout[-2000:]
+
+
+def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path):
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
+           "-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache),
+           "--reports", str(tmp_path / "killed")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while stored(cache) < 5 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = stored(cache)
+    assert 5 <= kept < 24
+    run_gate("-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache),
+             "--reports", str(tmp_path / "resumed"))
+    acc = accuracy(tmp_path / "resumed")
+    assert acc["status"] in ("pass", "fail") and acc["n"] == 24
+    assert acc["measurement"]["details"]["cache_hits"] == kept
+    assert stored(cache) == 24
