@@ -198,7 +198,13 @@ class SequentialProportionTest:
             decision = self.update(int(sum(chunk)), len(chunk))
         if decision.status != "continue":
             return decision
-        why = "max_items reached" if self.n >= max_items else "no more items"
+        return self.finish("max_items reached" if self.n >= max_items else "no more items")
+
+    def finish(self, why: str = "max_items reached") -> Decision:
+        """End without a verdict: a fail, since the minimum was not shown to be met."""
+        decision = self.decision or self._evaluate()
+        if decision.status != "continue":
+            return decision
         final = Decision(
             status="fail", n=decision.n, successes=decision.successes, lower=decision.lower,
             upper=decision.upper, log_evalue_pass=decision.log_evalue_pass,

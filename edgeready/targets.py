@@ -88,6 +88,11 @@ class AccuracyGate(Strict):
     min_accuracy: float = Field(gt=0, lt=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     max_tokens: int = Field(default=16, ge=1, le=512)
+    # sequential: answer rounds of `round_size` and stop once an always-valid test decides
+    # (edgeready/sequential.py, docs/SEQUENTIAL.md); sample_size is then the cap on items.
+    mode: Literal["fixed", "sequential"] = "fixed"
+    round_size: int = Field(default=10, ge=1)
+    delta: float = Field(default=0.0, ge=0, lt=1, description="indifference zone above the minimum for failing")
 
     @model_validator(mode="after")
     def _reachable(self) -> AccuracyGate:

@@ -66,3 +66,13 @@ def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path):
     assert acc["status"] in ("pass", "fail") and acc["n"] == 24
     assert acc["measurement"]["details"]["cache_hits"] == kept
     assert stored(cache) == 24
+
+
+def test_sequential_gate_stops_early_when_far_from_the_minimum(tmp_path):
+    proc = run_gate("-m", "device and accuracy", "--target", str(ROOT / "tests/fixtures/targets/e2e-sequential.yaml"),
+                    "--no-cache", "--reports", str(tmp_path))
+    acc = accuracy(tmp_path)
+    seq = acc["measurement"]["details"]["sequential"]
+    assert acc["status"] == "pass" and proc.returncode == 0, proc.stdout[-2000:]
+    assert seq["decision"] == "pass" and seq["items_used"] == acc["n"] < 80 and "n=" in seq["reason"]
+    assert acc["interval"]["method"] == "beta-binomial confidence sequence" and acc["interval"]["low"] >= 0.10

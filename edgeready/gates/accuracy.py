@@ -22,7 +22,8 @@ from edgeready.measurement import Check, GateResult, Measurement, judge
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem, Response
 from edgeready.scoring.qa import score_response
-from edgeready.stats import wilson
+from edgeready.sequential import SequentialProportionTest
+from edgeready.stats import Interval, wilson
 from edgeready.targets import AccuracyGate, DatasetSpec, check_reachable
 
 
@@ -61,9 +62,27 @@ def measure_accuracy(
     adapter: Adapter, candidate: Candidate, gate: AccuracyGate, items: list[QAItem], provenance: dict[str, Any],
     responses_out: list[Response] | None = None,
 ) -> Measurement:
-    requests = [qa_request(item, gate.max_tokens) for item in items]
+    requests = requests_all = [qa_request(item, gate.max_tokens) for item in items]
     started = time.perf_counter()
-    responses = adapter.generate(requests)
+    # Fixed-n answers every item; sequential answers rounds until the always-valid test decides.
+    test = None
+    round_size = len(items)
+    if gate.mode == "sequential":
+        test = SequentialProportionTest(threshold=gate.min_accuracy, alpha=1 - gate.confidence, delta=gate.delta)
+        round_size = gate.round_size
+    responses: list[Response] = []
+    decision = None
+    for start in range(0, len(requests), round_size):
+        batch = adapter.generate(requests[start:start + round_size])
+        responses += batch
+        if test is not None:
+            ok = sum(score_response(r.text, it.answers).correct for r, it in zip(batch, items[start:], strict=False))
+            decision = test.update(ok, len(batch))
+            if decision.status != "continue":
+                break
+    if test is not None and decision is not None and decision.status == "continue":
+        decision = test.finish()
+    items, requests = items[: len(responses)], requests[: len(responses)]
     wall = time.perf_counter() - started
     if responses_out is not None:
         responses_out.extend(responses)  # the latency gate of an offload target reuses them
@@ -98,13 +117,21 @@ def measure_accuracy(
             ci = wilson(ks, len(sub), gate.confidence)
             by[cx] = {"n": len(sub), "accuracy": ks / len(sub), "interval": [ci.low, ci.high],
                       "served_by_server": sum(r["served_by"] == "server" for r in sub)}
+    interval = wilson(k, n, gate.confidence)
+    sequential: dict[str, Any] = {"mode": gate.mode}
+    if decision is not None:
+        # The always-valid bounds replace Wilson's: the gate looked at the data after every round.
+        interval = Interval(low=decision.lower, high=decision.upper, confidence=gate.confidence,
+                            method="beta-binomial confidence sequence")
+        sequential.update({"decision": decision.status, "items_used": n, "max_items": len(requests_all),
+                           "round_size": gate.round_size, "reason": decision.reason})
     return Measurement(
         gate="accuracy",
         metric="accuracy (answer contains a gold answer)",
         value=k / n,
         unit="",
         n=n,
-        interval=wilson(k, n, gate.confidence),
+        interval=interval,
         method="measured",
         meter="contains-gold after normalization; answer part = up to the first newline",
         provenance={**provenance, "adapter": adapter.describe(), "prompt_style": candidate.prompt_style,
@@ -117,6 +144,7 @@ def measure_accuracy(
             "completion_tokens": sum(r["completion_tokens"] for r in records),
             "prompt_tokens": sum(r["prompt_tokens"] for r in records),
             "cache_hits": sum(r.meta.get("cache") == "hit" for r in responses),
+            "sequential": sequential,
         },
         items=records,
     )
