@@ -35,6 +35,11 @@ class Measurement:
         d.pop("items")
         return d
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Measurement:
+        iv = d.get("interval")
+        return cls(**{**d, "interval": Interval(**iv) if iv else None})
+
 
 @dataclass(frozen=True)
 class Check:
@@ -95,6 +100,17 @@ class GateResult:
         if self.advice:
             lines.append(f"  next (step 1): {self.advice}")
         return "\n".join(lines)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GateResult:
+        """Rebuild a result sent by a pytest-xdist worker (items stay in the worker's items file)."""
+        fields = {f for f in Check.__dataclass_fields__}
+        return cls(
+            candidate=d["candidate"], target=d["target"], role=d["role"], gate=d["gate"], status=d["status"],
+            measurement=Measurement.from_json(d["measurement"]) if d.get("measurement") else None,
+            checks=[Check(**{k: v for k, v in c.items() if k in fields}) for c in d.get("checks", [])],
+            advice=d.get("advice"), error=d.get("error"), items_file=d.get("items_file"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

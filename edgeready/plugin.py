@@ -80,6 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # configured after us, sees the value.
     if getattr(opt, "allure_report_dir", None) is None and _runs_suites(config):
         opt.allure_report_dir = str(reports / "allure-results")
+    if getattr(opt, "dist", "no") == "load":
+        opt.dist = "loadgroup"  # `-n auto` alone: keep each candidate's tests on one worker
     if opt.limit is not None and opt.limit < 1:
         raise pytest.UsageError(f"--limit must be >= 1, got {opt.limit}")
     try:
@@ -118,9 +120,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Grouped by candidate so each model is loaded once; the role becomes a marker of the param,
     # so `-m device` selects device targets whatever suite file the gate lives in.
     pairs = sorted(run.pairs(gates[0]), key=lambda p: (p.candidate.name, p.target.name))
+    # xdist_group: with `-n`, every test of a candidate runs on one worker, which loads it once.
     metafunc.parametrize(
         "pair",
-        [pytest.param(p, marks=getattr(pytest.mark, p.role), id=p.id) for p in pairs],
+        [pytest.param(p, marks=[getattr(pytest.mark, p.role), pytest.mark.xdist_group(p.candidate.name)], id=p.id)
+         for p in pairs],
     )
 
 
@@ -164,11 +168,34 @@ def attach_result(result: GateResult) -> None:
         allure.attach(result.advice, name="step-1 advice", attachment_type=allure.attachment_type.TEXT)
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist controller: gather the gate results each worker measured."""
+    output = getattr(node, "workeroutput", {}) or {}
+    payload = output.get("edgeready_results")
+    config = getattr(node, "config", None)
+    if payload and config is not None:
+        run = config.stash.get(RUN_KEY, None)
+        if run is not None:
+            run.results += [GateResult.from_json(d) for d in json.loads(payload)]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN_KEY, None)
     if run is None:
         return
     run.close()
+    if _is_worker(session.config):
+        # Workers hand their results to the controller, which writes one set of reports.
+        session.config.workeroutput["edgeready_results"] = json.dumps(  # type: ignore[attr-defined]
+            [r.to_json() for r in run.results], default=str)
+        return
+    # Workers finish in any order: sort so verdict.json is the same for serial and parallel runs.
+    run.results.sort(key=lambda r: (r.candidate, r.target, GATES.index(r.gate) if r.gate in GATES else 99))
     if run.results:
         write_reports(run.results, run.reports_dir, {
             "candidates": [c.name for c in run.candidates],

@@ -105,3 +105,17 @@ def test_smollm_on_the_phone_profile(tmp_path):
     assert set(v["gates"]) == {"accuracy", "memory"}
     assert all(g["status"] in ("pass", "fail") for g in v["gates"].values()), proc.stdout[-2000:]
     assert proc.returncode == (0 if v["status"] == "pass" else 1)
+
+
+def test_parallel_run_gives_the_same_gates(two_targets, tmp_path):
+    _, serial_reports = two_targets
+    proc = run_gate("-m", "device", "-n", "2", "--target", str(FIXTURES / "e2e-pass.yaml"),
+                    "--target", str(FIXTURES / "e2e-fail.yaml"), "--reports", str(tmp_path))
+    assert proc.returncode == 1, proc.stdout[-3000:]
+
+    def gates(reports):
+        return {(v["candidate"], v["target"], g, r["status"], r["value"] if g == "accuracy" else None)
+                for v in verdict(reports)["verdicts"] for g, r in v["gates"].items()}
+
+    assert gates(tmp_path) == gates(serial_reports)
+    assert len(gates(tmp_path)) == 4
