@@ -17,7 +17,7 @@ WHEELHOUSE ?= $(HOME)/.cache/edgeready/wheelhouse/llama-cpp-python-$(LLAMA_VERSI
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install gate test lint clean-reports validate-scorers compare
+.PHONY: install gate test lint clean-reports validate-scorers compare chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -45,8 +45,13 @@ install: $(STAMP)
 gate: $(STAMP)
 	$(PY) -m pytest -c pyproject.toml -m device $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) report-deps chromium
 	$(PY) -m pytest -c pyproject.toml tests $(ARGS)
+
+# The report's self-test opens it in headless Chromium (Debian's package; root, as on CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -61,3 +66,5 @@ validate-scorers: $(STAMP)
 # The seed's Fig. 5(c): device-only, server-only and offload on the same questions (summary.md table).
 compare: $(STAMP)
 	$(PY) -m pytest -c pyproject.toml -m offload --compare --reports reports/compare $(ARGS)
+
+include report.mk

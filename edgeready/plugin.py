@@ -80,6 +80,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # configured after us, sees the value.
     if getattr(opt, "allure_report_dir", None) is None and _runs_suites(config):
         opt.allure_report_dir = str(reports / "allure-results")
+        # One run's results per report (history is kept by `make report`); only the xdist
+        # controller cleans, or workers would delete each other's results.
+        if not hasattr(config, "workerinput"):
+            opt.clean_alluredir = True
     if getattr(opt, "dist", "no") == "load":
         opt.dist = "loadgroup"  # `-n auto` alone: keep each candidate's tests on one worker
     if opt.limit is not None and opt.limit < 1:

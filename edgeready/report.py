@@ -68,8 +68,22 @@ def write_reports(results: list[GateResult], reports_dir: Path, run_info: dict[s
         "verdicts": vs,
     }
     (reports_dir / "verdict.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-    (reports_dir / "summary.md").write_text(summary_markdown(results, doc), encoding="utf-8")
+    summary = summary_markdown(results, doc) + "\n".join(_plots(doc, reports_dir)) + "\n"
+    (reports_dir / "summary.md").write_text(summary, encoding="utf-8")
     return doc
+
+
+def _plots(doc: dict[str, Any], reports_dir: Path) -> list[str]:
+    """The trade-off plots (matplotlib) embedded in summary.md; a plotting failure is written there
+    rather than failing the verdict, which does not depend on it."""
+    try:
+        from edgeready.plots import plots_markdown, render_plots
+
+        paths = render_plots(json.loads(json.dumps(doc, default=str)), reports_dir / "plots")
+        notes = [f"- {n}" for n in getattr(paths, "notes", [])]
+        return plots_markdown(list(paths), reports_dir) + (["Plots not drawn:", "", *notes, ""] if notes else [])
+    except Exception as exc:  # never silent: the summary says the plots are missing and why
+        return ["## Trade-off plots", "", f"Could not draw the plots: {type(exc).__name__}: {exc}", ""]
 
 
 def _cell(r: GateResult) -> str:
