@@ -5,7 +5,7 @@ A quantized or pruned variant must tokenize exactly like its base, or every down
 the GGUF header only, never load a model.
 
 Reading the header: the layout and constants come from the `gguf` package (magic, value types,
-block sizes). `gguf.GGUFReader` itself takes 6-13 s on Gemma's 262k-token vocabulary here (it builds
+block sizes). `gguf.GGUFReader` itself took 12-13 s on Gemma's 262k-token vocabulary here (it builds
 two numpy views per token string), too slow for a first-tier gate run on every variant, so
 `read_header` walks the same format with `struct` and digests big arrays instead of splitting them
 (~0.2 s). `tests/test_ladder_kld.py` cross-checks its fields against `GGUFReader`.

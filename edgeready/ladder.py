@@ -342,7 +342,7 @@ def search_order(manifests: Sequence[Path]) -> list[Path]:
 
 
 def format_table(entries: Sequence[LadderEntry]) -> str:
-    lines = [f"{'name':<34} {'size MB':>8} {'bits':>6} {'seconds':>9}"]
+    lines = [f"{'name':<34} {'size MiB':>8} {'bits':>6} {'seconds':>9}"]
     for e in entries:
         took = "reused" if e.reused else f"{e.seconds:.1f}"
         lines.append(f"{e.spec.name:<34} {e.file_bytes / MB:>8.1f} {e.bits_per_weight:>6.2f} {took:>9}")

@@ -9,6 +9,7 @@ pytest as an ERROR (setup failure), a threshold that is missed as a FAILED test.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,11 @@ from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports
 from edgeready.run import GATES, Pair, RunContext
 from edgeready.targets import ROLES, check_reachable, resolve_target
+
+# llama.cpp's OpenMP threads spin while they wait; on a shared machine a busy neighbour then makes two
+# threads 8x slower than one (measured here). Passive waiting costs little when the machine is quiet.
+# Set before llama_cpp is imported, inherited by the memory probe and the servers; a user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 # Without --candidate: the embedded default for device and server targets, and the default offload
