@@ -17,7 +17,7 @@ WHEELHOUSE ?= $(HOME)/.cache/edgeready/wheelhouse/llama-cpp-python-$(LLAMA_VERSI
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install gate test lint clean-reports validate-scorers compare chromium
+.PHONY: install gate test lint clean-reports validate-scorers compare chromium candidates search
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -68,3 +68,11 @@ compare: $(STAMP)
 	$(PY) -m pytest -c pyproject.toml -m offload --compare --reports reports/compare $(ARGS)
 
 include report.mk
+
+# Step 1 loop: derive the ladder from the default model, then find the most compact passing one.
+candidates: $(STAMP)
+	$(PY) -m edgeready.ladder --base gemma3-270m-q4km $(ARGS)
+	$(PY) -m edgeready.ladder --base gemma3-270m-q4km --embedding-type q4_0 $(ARGS)
+
+search: $(STAMP)
+	$(PY) -m edgeready.search --target $(or $(TARGET),xiaomi-10-ultra) $(ARGS)

@@ -71,6 +71,9 @@ class Candidate(Strict):
     base_model: str
     quantization: str | None = None
     prompt_style: Literal["few-shot", "chat"]
+    # The candidate this one was derived from (a name or manifest path): the conformance gate compares
+    # the two (KL divergence, tokenizer, architecture). Ladder manifests set it.
+    base: str | None = None
     artifact: Artifact | None = None
     endpoint: Endpoint | None = None
     offload: OffloadSpec | None = None

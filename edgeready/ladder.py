@@ -182,6 +182,7 @@ def _manifest_data(spec: VariantSpec, base: Candidate, gguf_name: str, sha: str,
         base_model=base.base_model,
         quantization=spec.quantization,
         prompt_style=base.prompt_style,
+        base=base.name,
         artifact=Artifact(path=gguf_name, sha256=sha),
         description=description,
     )

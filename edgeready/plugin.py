@@ -147,7 +147,14 @@ def run(request: pytest.FixtureRequest) -> RunContext:
 def measurement(request: pytest.FixtureRequest, run: RunContext, pair: Pair) -> Measurement:
     gate = next(m.name for m in request.node.iter_markers() if m.name in GATES)
     _allure_labels(pair, gate)
+    if gate != "conformance" and pair.id in run.failed_first_tier:
+        pytest.skip(f"{pair.id} failed the conformance gate (KL divergence from its base): not sent to {gate}")
     return run.measure(pair, gate)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Conformance tests first (stable otherwise), so that their verdict can spare the other gates."""
+    items.sort(key=lambda it: 0 if it.get_closest_marker("conformance") else 1)
 
 
 def _allure_labels(pair: Pair, gate: str) -> None:

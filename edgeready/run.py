@@ -17,7 +17,8 @@ from edgeready.measurement import GateResult, Measurement, MeasurementError
 from edgeready.records import QAItem, Response
 from edgeready.targets import Role, Target
 
-GATES = ("accuracy", "hallucination", "memory", "energy", "latency")
+# Conformance first: it is cheap, and a candidate that fails it skips the others.
+GATES = ("conformance", "accuracy", "hallucination", "memory", "energy", "latency")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class RunContext:
     _items: dict[str, tuple[list[QAItem], dict[str, Any]]] = field(default_factory=dict)
     _qa_responses: dict[str, list[Response]] = field(default_factory=dict)
     _active: Active | None = None
+    failed_first_tier: set[str] = field(default_factory=set)
 
     def pairs(self, gate: str) -> list[Pair]:
         return [
@@ -76,6 +78,7 @@ class RunContext:
             for c in self.candidates
             for t in self.targets
             if runs_on(c, t.role) and getattr(t.gates, gate, None) is not None
+            and (gate != "conformance" or c.base is not None)
         ]
 
     # -- resources, loaded lazily and once ---------------------------------------------------
@@ -259,6 +262,17 @@ class RunContext:
                 raise MeasurementError("energy of an external endpoint cannot be metered from here")
             return measure_energy(adapter, pair.candidate, gates.energy, pair.target.profile,
                                   self.gate_prompts(pair), self._provenance(pair), pid=pid)
+        if gate == "conformance":
+            from edgeready.gates.conformance import measure_conformance
+
+            assert gates.conformance is not None and pair.candidate.base is not None
+            base = self.part(pair.candidate, pair.candidate.base)
+            base_path, _ = self.model(base)
+            cand_path, sha = self.model(pair.candidate)
+            self.close_active()  # KLD loads both models itself
+            return measure_conformance(base_path, cand_path, pair.candidate.artifact.sha256 if pair.candidate.artifact
+                                       else None, gates.conformance, pair.target.profile, self.cache_dir,
+                                       {"sha256": sha, "base_candidate": base.name})
         if gate == "latency":
             from edgeready.gates.latency import measure_latency
 
@@ -306,6 +320,8 @@ class RunContext:
 
         result = judge_measurement(self.base(pair, m.gate), m, pair.target, self.device_candidate(pair))
         self.record(result)
+        if m.gate == "conformance" and result.status != "pass":
+            self.failed_first_tier.add(pair.id)
         return result
 
     def record(self, result: GateResult) -> None:

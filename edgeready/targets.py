@@ -172,12 +172,24 @@ class LatencyGate(Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
+class ConformanceGate(Strict):
+    """Cheap first tier for derived candidates (those naming a `base`): GGUF conformance with the base
+    and next-token KL divergence from it on a fixed text, as llama.cpp's perplexity tool reports it.
+    A candidate that fails it is not sent to the expensive gates."""
+
+    max_kld_mean: float = Field(gt=0)
+    max_kld_p99: float = Field(gt=0)
+    min_same_top_pct: float = Field(default=0.0, ge=0, le=100)
+    n_ctx: int = Field(default=512, ge=64, le=8192)
+
+
 class Gates(Strict):
     accuracy: AccuracyGate | None = None
     memory: MemoryGate | None = None
     hallucination: HallucinationGate | None = None
     energy: EnergyGate | None = None
     latency: LatencyGate | None = None
+    conformance: ConformanceGate | None = None
 
 
 class Target(Strict):

@@ -28,6 +28,10 @@ def judge_measurement(base: dict[str, str], m: Measurement, target: Target, cand
         from edgeready.gates.energy import judge_energy
 
         return judge_energy(base, m, g.energy)
+    if m.gate == "conformance" and g.conformance is not None:
+        from edgeready.gates.conformance import judge_conformance
+
+        return judge_conformance(base, m, g.conformance)
     if m.gate == "latency" and g.latency is not None:
         from edgeready.gates.latency import judge_latency
 
