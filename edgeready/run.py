@@ -9,13 +9,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeready.candidates import Candidate, materialize, resolve_candidate
-from edgeready.gguf_info import GGUFSummary, read_gguf
 from edgeready.measurement import GateResult, Measurement, MeasurementError
 from edgeready.records import QAItem, Response
 from edgeready.targets import Role, Target
+
+if TYPE_CHECKING:  # the gguf package takes a quarter second to import; config errors must be fast
+    from edgeready.gguf_info import GGUFSummary
 
 # Conformance first: it is cheap, and a candidate that fails it skips the others.
 GATES = ("conformance", "accuracy", "hallucination", "memory", "energy", "latency")
@@ -88,6 +90,8 @@ class RunContext:
         return self._models[candidate.name]
 
     def gguf(self, candidate: Candidate) -> GGUFSummary:
+        from edgeready.gguf_info import read_gguf
+
         if candidate.name not in self._summaries:
             self._summaries[candidate.name] = read_gguf(self.model(candidate)[0])
         return self._summaries[candidate.name]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
-
 
 @dataclass(frozen=True)
 class Interval:
@@ -27,5 +25,7 @@ def wilson(successes: int, n: int, confidence: float) -> Interval:
         raise ValueError(f"successes must be within [0, n], got {successes} of {n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
+    from scipy.stats import binomtest  # imported here: target validation must stay fast
+
     ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
     return Interval(low=float(ci.low), high=float(ci.high), confidence=confidence, method="wilson")

@@ -1,5 +1,6 @@
 """Target schema: every bad input is one clear error naming the file, key and line."""
 
+import resource
 import time
 from pathlib import Path
 
@@ -83,13 +84,17 @@ def test_role_must_match_folder(tmp_path):
 
 def test_misspelled_key_stops_the_gate_run_fast_and_loads_no_model(tmp_path):
     path = write(tmp_path, GOOD.replace("max_peak_rss_mb:", "max_peak_rss:"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = run_gate("-m", "device", "--target", str(path), "--reports", str(tmp_path / "r"))
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "gates.memory.max_peak_rss: unknown key" in proc.stderr
     assert str(path) in proc.stderr
-    assert elapsed < 10  # the issue asks < 2 s for the check itself; this bounds a cold interpreter too
+    # Under 2 s of CPU (wall time swings with the neighbours on shared machines), and no model load.
+    assert cpu < 2.0 and elapsed < 20
     assert not (tmp_path / "r" / "verdict.json").exists()
 
 
