@@ -76,3 +76,5 @@ candidates: $(STAMP)
 
 search: $(STAMP)
 	$(PY) -m edgeready.search --target $(or $(TARGET),xiaomi-10-ultra) $(ARGS)
+
+include bench.mk

@@ -107,7 +107,7 @@ class LlamaCppDevice:
             return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=False)
 
-    def _prompt_logits(self, tokens: list[int]) -> np.ndarray:
+    def _prompt_logits(self, tokens: list[int], shared: int = 0) -> np.ndarray:
         """Logits after the prompt, restoring the saved state when the same prompt comes again:
         the KV cache still holds the prompt's positions, the generated ones are dropped."""
         llama = self._llama
@@ -122,19 +122,34 @@ class LlamaCppDevice:
             llama.n_tokens = len(tokens)
             self.prompt_tokens_reused += len(tokens)
             return state[1].copy()
-        self._eval_prompt(tokens)
+        self._eval_prompt(tokens, shared)
         logits = self._last_logits()
         self._prompt_state = (list(tokens), logits.copy())
         return logits
 
-    def _eval_prompt(self, tokens: list[int]) -> None:
-        """Evaluate `tokens`, reusing cached whole chunks of a common prefix.
+    def boundaries(self, tokens: list[int], shared: int = 0) -> list[int]:
+        """Where the prompt's decode batches start: every `chunk` tokens from 0, and, when the request
+        names a shared prefix (a few-shot preamble) of `shared` tokens, also at its end, counting
+        chunks again from there. Depends on the prompt alone, never on what was decoded before."""
+        if 0 < shared < len(tokens):
+            return [*range(0, shared, self.chunk), *range(shared, len(tokens), self.chunk)]
+        return list(range(0, len(tokens), self.chunk))
 
-        The prompt is always decoded in chunks aligned to absolute positions (0..chunk-1, chunk..,
-        ...). A reused chunk was therefore computed from exactly the same tokens in exactly the same
-        batch shape as a fresh evaluation would compute it, so a prompt's logits do not depend on
-        which prompt came before (llama.cpp's kernels differ by batch size, and free-form prefix
-        reuse would make answers depend on item order).
+    def _shared_len(self, req: GenerationRequest, tokens: list[int]) -> int:
+        if not req.shared_prefix or not tokens or not req.prompt.startswith(req.shared_prefix):
+            return 0
+        head = self._llama.tokenize(req.shared_prefix.encode("utf-8"), add_bos=True, special=False)
+        # Only when the preamble tokenizes the same alone as inside the prompt (no merge across it).
+        return len(head) if tokens[: len(head)] == head else 0
+
+    def _eval_prompt(self, tokens: list[int], shared: int = 0) -> None:
+        """Evaluate `tokens`, reusing cached whole batches of a common prefix.
+
+        The prompt is always decoded in the same batches (`boundaries`): a reused batch was computed
+        from exactly the same tokens in exactly the same batch shape as a fresh evaluation would
+        compute it, so a prompt's logits do not depend on which prompt came before (llama.cpp's
+        kernels differ by batch size, and free-form prefix reuse would make answers depend on item
+        order). A shared preamble ends a batch, so the next question reuses all of it.
         """
         llama = self._llama
         cached = llama.input_ids[: llama.n_tokens].tolist()
@@ -143,15 +158,18 @@ class LlamaCppDevice:
             if a != b:
                 break
             prefix += 1
-        # Keep whole chunks only, and always decode the last chunk for fresh last-position logits.
-        keep = min(prefix, len(tokens) - 1) // self.chunk * self.chunk
+        # Keep whole batches only, and always decode the last one for fresh last-position logits.
+        starts = self.boundaries(tokens, shared)
+        keep = max(b for b in starts if b <= min(prefix, len(tokens) - 1))
         if keep > 0 and llama._ctx.kv_cache_seq_rm(-1, keep, -1):
             llama.n_tokens = keep
         else:
             llama.reset()
             keep = 0
-        for start in range(keep, len(tokens), self.chunk):
-            llama.eval(tokens[start : start + self.chunk])
+        ends = [*starts[1:], len(tokens)]
+        for start, end in zip(starts, ends, strict=True):
+            if start >= keep:
+                llama.eval(tokens[start:end])
         self.prompt_tokens_reused += keep
         self.prompt_tokens_evaluated += len(tokens) - keep
 
@@ -169,7 +187,8 @@ class LlamaCppDevice:
             )
         rng = np.random.default_rng(req.seed)
         t0 = time.perf_counter()
-        logits = self._prompt_logits(tokens)
+        form = form_for(req, self.prompt_style)
+        logits = self._prompt_logits(tokens, self._shared_len(form, tokens) if not form.messages else 0)
         t1 = time.perf_counter()
         out: list[int] = []
         logprobs: list[float] = []

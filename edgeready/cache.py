@@ -37,7 +37,7 @@ from typing import Any
 
 from edgeready.records import GenerationRequest, Response, Timings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: GenerationRequest.shared_prefix joined the key
 STORE_FILENAME = "generations.sqlite"
 # Request fields that do not change what a model generates.
 _NOT_IN_KEY = frozenset({"tag"})

@@ -42,11 +42,13 @@ def qa_request(item: QAItem, max_tokens: int) -> GenerationRequest:
     offload router can hand one request to a base model on the device and an instruct model on a
     server."""
     shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
-    prompt = f"{INSTRUCTION}\n\n{shots}Question: {item.question}\nAnswer:"
+    preamble = f"{INSTRUCTION}\n\n{shots}"
+    prompt = f"{preamble}Question: {item.question}\nAnswer:"
     messages: list[tuple[str, str]] = [("system", INSTRUCTION)]
     for q, a in FEW_SHOT:
         messages += [("user", q), ("assistant", a)]
     messages.append(("user", item.question))
     return GenerationRequest(
-        prompt=prompt, messages=tuple(messages), max_tokens=max_tokens, stop=("\n",), tag=item.complexity
+        prompt=prompt, messages=tuple(messages), max_tokens=max_tokens, stop=("\n",), tag=item.complexity,
+        shared_prefix=preamble,
     )

@@ -47,6 +47,9 @@ class GenerationRequest:
     messages: tuple[tuple[str, str], ...] = ()
     # Free-form tag for routing and reports (e.g. "simple"/"complex"); adapters may ignore it.
     tag: str = ""
+    # The start of `prompt` that many requests share (a few-shot preamble): a hint that lets an adapter
+    # evaluate it once and reuse it. It changes how the prompt is batched, not what is asked.
+    shared_prefix: str = ""
 
 
 @dataclass(frozen=True)

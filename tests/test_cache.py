@@ -106,6 +106,8 @@ def test_key_changes_with_every_generation_field_model_and_build():
         "stop": dataclasses.replace(base, stop=("\n", ".")),
         "logprobs": dataclasses.replace(base, logprobs=True),
         "messages": dataclasses.replace(base, messages=(("system", "S"), ("user", "Q"))),
+        # The preamble hint changes how the prompt is batched, and llama.cpp's numerics with it.
+        "shared_prefix": dataclasses.replace(base, shared_prefix="Q"),
     }
     # Every field but tag is covered: a new GenerationRequest field must be added here.
     assert set(variants) == set(request_fields(base))
@@ -124,10 +126,11 @@ def test_key_is_stable_across_releases():
     # If this changes, old stores hold rows no new key can reach: bump SCHEMA_VERSION on purpose.
     req = GenerationRequest(prompt="stable")
     assert canonical_json(request_fields(req)) == (
-        '{"logprobs":false,"max_tokens":32,"messages":[],"prompt":"stable","seed":0,"stop":[],"temperature":0.0}'
+        '{"logprobs":false,"max_tokens":32,"messages":[],"prompt":"stable","seed":0,"shared_prefix":"","stop":[],'
+        '"temperature":0.0}'
     )
     pinned = {"runtime": "r", "version": "1", "system_info": "CPU : AVX2 = 1 | ", "settings": {"n_ctx": 512}}
-    assert _key(req, runtime=pinned) == "f438a589ea8d35052a83884adfe6c3d5a32ac59900e846863fe3bb33824b7ca6"
+    assert _key(req, runtime=pinned) == "888edfa0077e251bdaa7ae18d4dbcba8179dca096a416bd53a264b14f767cb7c"
 
 
 def _writer(path: str, worker: int, start: multiprocessing.synchronize.Barrier, errors) -> None:

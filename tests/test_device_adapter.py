@@ -1,5 +1,6 @@
 """The device adapter on the real packaged models: determinism, stops, log-probabilities, chat."""
 
+import dataclasses
 import math
 
 import pytest
@@ -90,3 +91,18 @@ def test_instruct_model_uses_its_chat_template(smollm_path):
         assert r.text.strip() and r.completion_tokens >= 1
     finally:
         device.close()
+
+
+def test_shared_preamble_is_evaluated_once(gemma_path, questions):
+    device = LlamaCppDevice(gemma_path, threads=1, n_ctx=1024)
+    try:
+        device.generate(questions[:1])
+        before = device.prompt_tokens_evaluated
+        texts = [r.text for r in device.generate(questions[1:])]
+        per_question = (device.prompt_tokens_evaluated - before) / len(questions[1:])
+        bare = [r.text for r in device.generate([dataclasses.replace(q, shared_prefix="") for q in questions[1:]])]
+    finally:
+        device.close()
+    # Only each question's own tokens are decoded again (the preamble is about 90 tokens).
+    assert per_question < 25
+    assert texts == bare
