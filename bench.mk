@@ -4,13 +4,17 @@
 #   make bench                          # all four, one after another; table + reports/bench/
 #   make bench BENCH_ARGS="--only cache,sequential"
 #
-# lm-evaluation-harness is not a dependency of the suite; the lm-eval benchmark needs it in the venv:
-#   .venv/bin/pip install "lm-eval[api]==0.4.13"   (adds no torch: the venv's torch 2.13.0+cpu stays)
-# Without it that benchmark says so and the run exits 1; the others still report.
+# lm-evaluation-harness is not a dependency of the suite; `make bench` installs it (the `bench` extra,
+# lm-eval[api]==0.4.13, which adds no torch: the venv's torch 2.13.0+cpu stays).
 
 BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: bench
 
-bench: $(STAMP)
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e ".[dev,models,bench]"
+	touch $@
+
+bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
