@@ -205,6 +205,11 @@ class GenerationStore:
                     ") WITHOUT ROWID"
                 )
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                # An older edgeready derived its keys differently: none of its rows can be reached
+                # again, so empty the table rather than stop the run (the layout is unchanged).
+                conn.execute("DELETE FROM generations")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise CacheError(
                     f"generation cache {self.path} has schema {version}, this edgeready uses {SCHEMA_VERSION}: "

@@ -292,3 +292,15 @@ if __name__ == "__main__":
     CachedAdapter(SlowFakeAdapter(delay=0.15), GenerationStore(_db), model_sha256=SHA, runtime=RUNTIME).generate(
         _requests(_n)
     )
+
+
+def test_older_schema_is_emptied_not_refused(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE generations (key TEXT PRIMARY KEY, response TEXT NOT NULL, request TEXT NOT NULL,"
+                     " created REAL NOT NULL) WITHOUT ROWID")
+        conn.execute("INSERT INTO generations VALUES ('old', '{}', '{}', 0)")
+        conn.execute("PRAGMA user_version = 1")
+    store = GenerationStore(path)
+    assert store.get_many(["old"]) == {} and store.stats()["rows"] == 0
+    store.close()
