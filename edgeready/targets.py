@@ -65,20 +65,28 @@ class Profile(Strict):
         return self
 
 
-class DatasetSpec(Strict):
-    """`countries-kb` is embedded (no files needed); `webqsp` reads Microsoft's original JSON from
-    `path`, absolute or relative to --data-dir."""
+class SourceSpec(Strict):
+    """Where a gate's inputs come from: `countries-kb` is embedded and takes no path; the other kind
+    reads a file at `path`, absolute or relative to --data-dir."""
 
-    kind: Literal["countries-kb", "webqsp"]
+    kind: str
     path: str | None = None
+    _EXAMPLE = ""  # a path to show when it is missing
 
     @model_validator(mode="after")
-    def _path_for_files(self) -> DatasetSpec:
-        if self.kind == "webqsp" and not self.path:
-            raise ValueError("kind 'webqsp' needs a 'path' (e.g. webqsp/WebQSP.train.json)")
+    def _path_for_files(self) -> SourceSpec:
         if self.kind == "countries-kb" and self.path:
             raise ValueError("kind 'countries-kb' is embedded and takes no 'path'")
+        if self.kind != "countries-kb" and not self.path:
+            raise ValueError(f"kind '{self.kind}' needs a 'path' (e.g. {self._EXAMPLE})")
         return self
+
+
+class DatasetSpec(SourceSpec):
+    """`webqsp` reads Microsoft's original JSON."""
+
+    kind: Literal["countries-kb", "webqsp"]
+    _EXAMPLE = "webqsp/WebQSP.train.json"
 
 
 class AccuracyGate(Strict):
@@ -118,20 +126,12 @@ class MemoryGate(Strict):
     probe_prompts: int = Field(default=8, ge=1, description="Gate prompts answered in the probe")
 
 
-class ConceptSpec(Strict):
-    """Who the model writes about: `countries-kb` (embedded) or a file with one name per line
-    (`wikibio` reads ../shared/data/wikibio/concepts.txt, the WikiBio people)."""
+class ConceptSpec(SourceSpec):
+    """Who the model writes about: a file with one name per line (`wikibio` reads
+    ../shared/data/wikibio/concepts.txt, the WikiBio people)."""
 
     kind: Literal["countries-kb", "wikibio"]
-    path: str | None = None
-
-    @model_validator(mode="after")
-    def _path_for_files(self) -> ConceptSpec:
-        if self.kind == "wikibio" and not self.path:
-            raise ValueError("kind 'wikibio' needs a 'path' (e.g. wikibio/concepts.txt)")
-        if self.kind == "countries-kb" and self.path:
-            raise ValueError("kind 'countries-kb' is embedded and takes no 'path'")
-        return self
+    _EXAMPLE = "wikibio/concepts.txt"
 
 
 class HallucinationGate(Strict):
