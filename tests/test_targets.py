@@ -94,7 +94,7 @@ def test_misspelled_key_stops_the_gate_run_fast_and_loads_no_model(tmp_path):
     assert "gates.memory.max_peak_rss: unknown key" in proc.stderr
     assert str(path) in proc.stderr
     # Under 2 s of CPU (wall time swings with the neighbours on shared machines), and no model load.
-    assert cpu < 2.0 and elapsed < 20
+    assert cpu < 2.0 and elapsed < 30, f"{cpu:.2f} s CPU, {elapsed:.2f} s wall"
     assert not (tmp_path / "r" / "verdict.json").exists()
 
 
