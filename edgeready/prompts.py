@@ -50,5 +50,6 @@ def qa_request(item: QAItem, max_tokens: int) -> GenerationRequest:
     messages.append(("user", item.question))
     return GenerationRequest(
         prompt=prompt, messages=tuple(messages), max_tokens=max_tokens, stop=("\n",), tag=item.complexity,
-        shared_prefix=preamble,
+        # "Question:" is shared too: it ends the prefix every question repeats.
+        shared_prefix=f"{preamble}Question:",
     )
