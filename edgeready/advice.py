@@ -8,8 +8,6 @@ small model's file), pruned blocks, or a shorter context (the KV cache).
 
 from __future__ import annotations
 
-import math
-
 from edgeready.measurement import Check, Measurement
 from edgeready.stats import wilson
 
@@ -61,7 +59,3 @@ def memory_advice(checks: list[Check], quantization: str | None, kv_cache_mb: fl
             steps.append(f"peak resident memory over by {over:.0f} MB: shrink the weights as above, or cut the "
                          f"context (the KV cache takes {kv_cache_mb:.0f} MB at the target's n_ctx)")
     return "; ".join(steps)
-
-
-def mb(x: float) -> float:
-    return math.ceil(x * 10) / 10

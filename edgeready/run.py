@@ -72,6 +72,7 @@ class RunContext:
     _items: dict[str, tuple[list[QAItem], dict[str, Any]]] = field(default_factory=dict)
     _qa_responses: dict[str, list[Response]] = field(default_factory=dict)
     _active: Active | None = None
+    _store: Any = None  # the generation store, opened on first use and closed with the run
     failed_first_tier: set[str] = field(default_factory=set)
 
     def pairs(self, gate: str) -> list[Pair]:
@@ -129,8 +130,9 @@ class RunContext:
         from adapters.cached import CachedAdapter, device_runtime
         from edgeready.cache import GenerationStore, store_path
 
-        store = GenerationStore(store_path(self.cache_dir))
-        return CachedAdapter(adapter, store, model_sha256=self.model(pair.candidate)[1],
+        if self._store is None:
+            self._store = GenerationStore(store_path(self.cache_dir))
+        return CachedAdapter(adapter, self._store, model_sha256=self.model(pair.candidate)[1],
                              runtime=device_runtime(adapter))
 
     def server_pid(self) -> int | None:
@@ -250,7 +252,7 @@ class RunContext:
             assert hcfg is not None
             concepts, prov = load_concepts(hcfg.concepts, self.data_dir)
             chosen = choose_concepts(concepts, self.limit or hcfg.sample_size, hcfg.seed)
-            return measure_hallucination(self.cached(pair), pair.candidate, hcfg, chosen,
+            return measure_hallucination(self.cached(pair), hcfg, chosen,
                                          {**prov, "population": len(concepts), **self._provenance(pair)},
                                          pair.target.profile.threads)
         if gate == "memory":
@@ -264,7 +266,7 @@ class RunContext:
             pid = self.server_pid() if pair.role == "server" else os.getpid()
             if pid is None:
                 raise MeasurementError("energy of an external endpoint cannot be metered from here")
-            return measure_energy(adapter, pair.candidate, gates.energy, pair.target.profile,
+            return measure_energy(adapter, gates.energy, pair.target.profile,
                                   self.gate_prompts(pair), self._provenance(pair), pid=pid)
         if gate == "conformance":
             from edgeready.gates.conformance import measure_conformance
@@ -342,3 +344,6 @@ class RunContext:
 
     def close(self) -> None:
         self.close_active()
+        if self._store is not None:
+            self._store.close()
+            self._store = None

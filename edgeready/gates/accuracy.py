@@ -21,7 +21,7 @@ from edgeready.datasets.webqsp import load_webqsp
 from edgeready.measurement import Check, GateResult, Measurement, judge
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem, Response
-from edgeready.scoring.qa import score_response
+from edgeready.scoring.qa import QAScore, score_response
 from edgeready.sequential import SequentialProportionTest
 from edgeready.stats import Interval, wilson
 from edgeready.targets import AccuracyGate, DatasetSpec, check_reachable
@@ -71,13 +71,14 @@ def measure_accuracy(
         test = SequentialProportionTest(threshold=gate.min_accuracy, alpha=1 - gate.confidence, delta=gate.delta)
         round_size = gate.round_size
     responses: list[Response] = []
+    scores: list[QAScore] = []
     decision = None
     for start in range(0, len(requests), round_size):
         batch = adapter.generate(requests[start:start + round_size])
         responses += batch
+        scores += [score_response(r.text, it.answers) for r, it in zip(batch, items[start:], strict=False)]
         if test is not None:
-            ok = sum(score_response(r.text, it.answers).correct for r, it in zip(batch, items[start:], strict=False))
-            decision = test.update(ok, len(batch))
+            decision = test.update(sum(s.correct for s in scores[start:]), len(batch))
             if decision.status != "continue":
                 break
     if test is not None and decision is not None and decision.status == "continue":
@@ -87,8 +88,7 @@ def measure_accuracy(
     if responses_out is not None:
         responses_out.extend(responses)  # the latency gate of an offload target reuses them
     records: list[dict[str, Any]] = []
-    for item, req, resp in zip(items, requests, responses, strict=True):
-        s = score_response(resp.text, item.answers)
+    for item, req, resp, s in zip(items, requests, responses, scores, strict=True):
         records.append({
             "id": item.id,
             "complexity": item.complexity,

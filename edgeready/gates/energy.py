@@ -15,7 +15,6 @@ from typing import Any
 from scipy import stats as sps
 
 from adapters.base import Adapter
-from edgeready.candidates import Candidate
 from edgeready.energy import CpuPowerModel, EnergyPerQuery, measure_queries, select_meter
 from edgeready.energy.derived import joules_to_mwh
 from edgeready.measurement import Check, GateResult, Measurement, judge
@@ -26,7 +25,7 @@ from edgeready.targets import EnergyGate, Profile
 
 
 def measure_energy(
-    adapter: Adapter, candidate: Candidate, gate: EnergyGate, profile: Profile, items: list[QAItem],
+    adapter: Adapter, gate: EnergyGate, profile: Profile, items: list[QAItem],
     provenance: dict[str, Any], pid: int,
 ) -> Measurement:
     model = None

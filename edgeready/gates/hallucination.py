@@ -74,7 +74,7 @@ def sentences_of(passage: str) -> list[str]:
 
 
 def measure_hallucination(
-    adapter: Adapter, candidate: Candidate, gate: HallucinationGate, concepts: list[str],
+    adapter: Adapter, gate: HallucinationGate, concepts: list[str],
     provenance: dict[str, Any], threads: int,
 ) -> Measurement:
     from edgeready.selfcheck import make_scorer
