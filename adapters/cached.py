@@ -91,13 +91,19 @@ class CachedAdapter:
 
 
 def device_runtime(device: Any) -> dict[str, object]:
-    """The runtime part of the key for `LlamaCppDevice`: runtime, version, build flags and the
-    settings that change outputs.
+    """The runtime part of the key for a built `LlamaCppDevice` (see `runtime_key`)."""
+    return runtime_key(n_ctx=device.n_ctx, n_batch=device.chunk, prompt_style=device.prompt_style)
 
-    - n_batch (the prompt chunk): llama.cpp's kernels differ by batch shape, so logits may differ.
+
+def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None) -> dict[str, object]:
+    """The runtime part of the key for `LlamaCppDevice`, from the settings alone (no model is loaded):
+    runtime, version, build flags and the settings that change outputs.
+
+    - n_batch (the prompt chunk, min(n_batch, n_ctx)): llama.cpp's kernels differ by batch shape, so
+      logits may differ.
     - n_ctx: bounds which requests run at all; kept so a changed profile never reuses a doubtful row.
     - prompt_style: the device sends a request's few-shot `prompt` or its chat `messages` according to
-      it, so one request gives different texts under the two styles (None for a device without it).
+      it, so one request gives different texts under the two styles.
     - numpy: sampled requests (temperature > 0) draw from NumPy's Generator, whose streams NumPy does
       not promise to keep across versions.
     - threads is left out: llama.cpp's CPU matrix kernels split work by output rows, so each logit is
@@ -105,15 +111,18 @@ def device_runtime(device: Any) -> dict[str, object]:
       at 1 vs 2 threads; sampled texts matched too in our checks). A setting that could change this
       (GPU offload, another backend) must join `settings`.
     """
-    info = device.describe()
+    import llama_cpp
+
+    from adapters import llama_cpp_device
+
     # The decoding loop is ours: any change to it (sampling, stops, chunking) must miss the cache.
-    decoder = hashlib.sha256(Path(inspect.getfile(type(device))).read_bytes()).hexdigest()[:16]
+    decoder = hashlib.sha256(Path(inspect.getfile(llama_cpp_device)).read_bytes()).hexdigest()[:16]
     return {
         "decoder_source": decoder,
-        "runtime": info["runtime"],
-        "version": info["llama_cpp_python"],
-        "system_info": info["system_info"],
-        "settings": {"n_ctx": device.n_ctx, "n_batch": device.chunk, "prompt_style": info.get("prompt_style")},
+        "runtime": llama_cpp_device.RUNTIME,
+        "version": llama_cpp.__version__,
+        "system_info": llama_cpp_device.system_info(),
+        "settings": {"n_ctx": n_ctx, "n_batch": min(n_batch, n_ctx), "prompt_style": prompt_style},
         "numpy": np.__version__,
     }
 

@@ -25,6 +25,13 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from edgeready.prompts import PromptStyle, form_for
 from edgeready.records import GenerationRequest, Response, Timings
 
+RUNTIME = "llama.cpp via llama-cpp-python"
+
+
+def system_info() -> str:
+    """llama.cpp's build flags and backends (SIMD, BLAS, OpenMP...): what decides which kernels run."""
+    return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
 
 class LlamaCppDevice:
     """The in-process device adapter. `threads` and `n_ctx` come from the target profile."""
@@ -70,9 +77,9 @@ class LlamaCppDevice:
     def describe(self) -> dict[str, object]:
         return {
             "adapter": "llama-cpp-device",
-            "runtime": "llama.cpp via llama-cpp-python",
+            "runtime": RUNTIME,
             "llama_cpp_python": llama_cpp.__version__,
-            "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+            "system_info": system_info(),
             "model_path": str(self.model_path),
             "threads": self.threads,
             "n_ctx": self.n_ctx,

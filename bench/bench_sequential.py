@@ -35,7 +35,7 @@ from typing import Any
 from bench_common import Stopwatch, emit, machine, verdict_gate
 from scipy.stats import binom
 
-from edgeready.sequential import simulate
+from edgeready.sequential.mixture import simulate
 from edgeready.stats import wilson
 
 P_MIN = 0.45

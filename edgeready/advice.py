@@ -27,9 +27,12 @@ def _needed_n(p_hat: float, minimum: float, confidence: float, n: int) -> int | 
     return None
 
 
-def accuracy_advice(m: Measurement, check: Check, strategy: str, quantization: str | None) -> str:
+def accuracy_advice(m: Measurement, check: Check, strategy: str, quantization: str | None,
+                    shown_below: str | None = None) -> str:
+    """`shown_below`: for a sequential gate that stopped at its fail boundary, what it showed (the
+    evidence is settled, so no "ask more questions")."""
     gap = -check.margin
-    if m.interval is not None and m.value >= check.threshold:
+    if shown_below is None and m.interval is not None and m.value >= check.threshold:
         n_more = _needed_n(m.value, check.threshold, m.interval.confidence, m.n or 1)
         more = f"about {n_more} questions" if n_more else "more questions"
         return (f"inconclusive rather than bad: the point estimate {m.value:.3f} meets {check.threshold} but "
@@ -42,7 +45,8 @@ def accuracy_advice(m: Measurement, check: Check, strategy: str, quantization: s
         steps.append(f"quantize at more bits than {quantization} (Q5_K_M, Q6_K or Q8_0), keeping the token "
                      "embedding at Q8_0 or F16")
     steps.append("distill or fine-tune on the target domain from a stronger teacher, or start from a larger base")
-    return f"accuracy short by {gap:.3f} (lower bound vs minimum): " + "; ".join(steps)
+    head = shown_below or f"accuracy short by {gap:.3f} (lower bound vs minimum)"
+    return f"{head}: " + "; ".join(steps)
 
 
 def memory_advice(checks: list[Check], quantization: str | None, kv_cache_mb: float) -> str:

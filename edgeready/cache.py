@@ -37,7 +37,7 @@ from typing import Any
 
 from edgeready.records import GenerationRequest, Response, Timings
 
-SCHEMA_VERSION = 2  # 2: GenerationRequest.shared_prefix joined the key
+SCHEMA_VERSION = 3  # 2: GenerationRequest.shared_prefix joined the key; 3: the scores table joined
 STORE_FILENAME = "generations.sqlite"
 # Request fields that do not change what a model generates.
 _NOT_IN_KEY = frozenset({"tag"})
@@ -145,15 +145,30 @@ class GenerationStore:
             )
             return cur.rowcount == 1
 
+    def get_scores(self, key: str) -> list[float] | None:
+        """Sentence scores stored under `key` (see edgeready.selfcheck.cached), or None."""
+        with self._guard() as conn:
+            row = conn.execute("SELECT scores FROM scores WHERE key = ?", (key,)).fetchone()
+        return None if row is None else [float(v) for v in json.loads(row[0])]
+
+    def put_scores(self, key: str, scores: list[float]) -> bool:
+        """Store one passage's sentence scores in their own transaction; False when already there."""
+        with self._guard() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO scores (key, scores, created) VALUES (?, ?, ?)",
+                               (key, canonical_json([float(v) for v in scores]), time.time()))
+            return cur.rowcount == 1
+
     def stats(self) -> dict[str, object]:
         with self._guard() as conn:
             rows = conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+            scores = conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
         size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-        return {"path": str(self.path), "rows": rows, "bytes": size, "schema": SCHEMA_VERSION}
+        return {"path": str(self.path), "rows": rows, "score_rows": scores, "bytes": size, "schema": SCHEMA_VERSION}
 
     def clear(self) -> int:
-        """Delete every stored generation; returns how many there were."""
+        """Delete every stored generation (and score); returns how many generations there were."""
         with self._guard() as conn:
+            conn.execute("DELETE FROM scores")
             return conn.execute("DELETE FROM generations").rowcount
 
     def close(self) -> None:
@@ -198,14 +213,16 @@ class GenerationStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            if version < SCHEMA_VERSION:
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS generations ("
                     " key TEXT PRIMARY KEY, response TEXT NOT NULL, request TEXT NOT NULL, created REAL NOT NULL"
                     ") WITHOUT ROWID"
                 )
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version < SCHEMA_VERSION:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS scores ("
+                    " key TEXT PRIMARY KEY, scores TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
+                )
                 # An older edgeready derived its keys differently: none of its rows can be reached
                 # again, so empty the table rather than stop the run (the layout is unchanged).
                 conn.execute("DELETE FROM generations")

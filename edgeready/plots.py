@@ -17,12 +17,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from edgeready.trends import read_history
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn: a run with nothing to plot skips it
+    from matplotlib.figure import Figure
 
 STATUS_COLORS = {"pass": "#2e7d32", "fail": "#c62828", "error": "#757575"}
 # Bars of the offload comparison, in the order the seed's Fig. 5(c) puts them.
@@ -106,6 +106,9 @@ def _by_target(verdict: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _new_figure(width: float = 7.0, height: float = 4.6) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)  # explicit Agg canvas: rendering never depends on the MPLBACKEND of the host
     return fig

@@ -19,7 +19,7 @@ from edgeready.config_errors import ConfigError
 from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports
 from edgeready.run import GATES, Pair, RunContext
-from edgeready.targets import ROLES, check_reachable, resolve_target
+from edgeready.targets import ROLES, resolve_target
 
 # llama.cpp's OpenMP threads spin while they wait; on a shared machine a busy neighbour then makes two
 # threads 8x slower than one (measured here). Passive waiting costs little when the machine is quiet.
@@ -82,6 +82,13 @@ def pytest_configure(config: pytest.Config) -> None:
             f"options as --target=PATH (with '='), or add -c {ROOT / 'pyproject.toml'}"
         )
     reports = Path(opt.reports)
+    if _runs_suites(config):
+        # The gate suites hold no hypothesis test, but hypothesis's pytest plugin (installed with the dev
+        # extra) imports all of hypothesis in its terminal summary: 1.5 s of every gate run here, most of
+        # a fully cached re-run. Its own pytest_configure has run or runs now; nothing else of it is needed.
+        plugin = config.pluginmanager.get_plugin("hypothesispytest")
+        if plugin is not None:
+            config.pluginmanager.unregister(plugin)
     # Allure results follow --reports unless --alluredir was given; tryfirst so that allure-pytest,
     # configured after us, sees the value.
     if getattr(opt, "allure_report_dir", None) is None and _runs_suites(config):
@@ -107,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
             for t in targets:
                 if t.gates.accuracy is not None:
                     try:
-                        check_reachable(t.gates.accuracy.min_accuracy, opt.limit, t.gates.accuracy.confidence)
+                        t.gates.accuracy.ensure_reachable(opt.limit)
                     except ValueError as exc:
                         raise ConfigError(f"--limit {opt.limit} with target {t.source}: {exc}") from None
     except ConfigError as exc:

@@ -95,7 +95,10 @@ def _cell(r: GateResult) -> str:
     unit = f" {m.unit}" if m.unit else ""
     ci = f" [{m.interval.low:.3g}, {m.interval.high:.3g}]" if m.interval is not None else ""
     est = " (est.)" if m.method == "estimated" else ""
-    return f"{r.status.upper()} {m.value:.3g}{unit}{ci} n={m.n}{est}"
+    seq = m.details.get("sequential") or {}
+    # A sequential gate says how much of its budget it used: the point of stopping early.
+    n = f"n={seq['items_used']}/{seq['max_items']} seq." if seq.get("mode") == "sequential" else f"n={m.n}"
+    return f"{r.status.upper()} {m.value:.3g}{unit}{ci} {n}{est}"
 
 
 def table_rows(results: list[GateResult]) -> tuple[list[str], list[list[str]]]:

@@ -124,16 +124,29 @@ class RunContext:
         """The pair's adapter behind the generation cache, for gates whose result depends only on the
         texts (accuracy, hallucination); latency and energy always generate. Device role only: a
         server's or router's outputs depend on more than the request."""
-        adapter = self.adapter(pair)
         if not self.use_cache or pair.role != "device":
-            return adapter
-        from adapters.cached import CachedAdapter, device_runtime
-        from edgeready.cache import GenerationStore, store_path
+            return self.adapter(pair)
+        from adapters.cached import CachedAdapter, runtime_key
+        from adapters.deferred import DeferredAdapter
 
+        prof, cand = pair.target.profile, pair.candidate
+        runtime = runtime_key(n_ctx=prof.n_ctx, n_batch=prof.n_batch, prompt_style=cand.prompt_style)
+        # The model is loaded on the first miss only: a fully cached re-run never loads it.
+        device = DeferredAdapter(lambda: self.adapter(pair), name=cand.name, description={
+            "adapter": "llama-cpp-device", "runtime": runtime["runtime"], "llama_cpp_python": runtime["version"],
+            "system_info": runtime["system_info"], "model_path": str(self.model(cand)[0]),
+            "threads": prof.threads, "n_ctx": prof.n_ctx, "prompt_style": cand.prompt_style})
+        return CachedAdapter(device, self.store(), model_sha256=self.model(cand)[1], runtime=runtime)
+
+    def store(self) -> Any:
+        """The generation store under --cache-dir, opened on first use (None with --no-cache)."""
+        if not self.use_cache:
+            return None
         if self._store is None:
+            from edgeready.cache import GenerationStore, store_path
+
             self._store = GenerationStore(store_path(self.cache_dir))
-        return CachedAdapter(adapter, self._store, model_sha256=self.model(pair.candidate)[1],
-                             runtime=device_runtime(adapter))
+        return self._store
 
     def server_pid(self) -> int | None:
         return self._active.server.pid if self._active and self._active.server else None
@@ -251,10 +264,12 @@ class RunContext:
             hcfg = gates.hallucination
             assert hcfg is not None
             concepts, prov = load_concepts(hcfg.concepts, self.data_dir)
-            chosen = choose_concepts(concepts, self.limit or hcfg.sample_size, hcfg.seed)
+            chosen = choose_concepts(concepts, self.limit or hcfg.cap, hcfg.seed)
+            # Scores are stored only beside stored generations (device role): a server's texts may change.
             return measure_hallucination(self.cached(pair), hcfg, chosen,
                                          {**prov, "population": len(concepts), **self._provenance(pair)},
-                                         pair.target.profile.threads)
+                                         pair.target.profile.threads,
+                                         store=self.store() if pair.role == "device" else None)
         if gate == "memory":
             return self._measure_memory(pair)
         if gate == "energy":

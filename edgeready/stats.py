@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 
 @dataclass(frozen=True)
@@ -14,10 +16,12 @@ class Interval:
 
 
 def wilson(successes: int, n: int, confidence: float) -> Interval:
-    """Two-sided Wilson score interval (scipy's implementation).
+    """Two-sided Wilson score interval (without continuity correction).
 
     Wilson rather than the normal approximation because gates often sit near 0 or 1 with small n,
-    where the Wald interval collapses or leaves [0, 1].
+    where the Wald interval collapses or leaves [0, 1]. Computed in closed form with the stdlib's normal
+    quantile rather than through scipy.stats, whose import costs a second that a cached re-run would
+    otherwise spend on nothing else; tests/test_stats.py checks it against scipy's binomtest.
     """
     if n <= 0:
         raise ValueError("Wilson interval needs n >= 1")
@@ -25,7 +29,23 @@ def wilson(successes: int, n: int, confidence: float) -> Interval:
         raise ValueError(f"successes must be within [0, n], got {successes} of {n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
-    from scipy.stats import binomtest  # imported here: target validation must stay fast
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At k = 0 and k = n the bound is exactly 0 or 1; rounding must not move it off the estimate.
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return Interval(low=low, high=high, confidence=confidence, method="wilson")
 
-    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return Interval(low=float(ci.low), high=float(ci.high), confidence=confidence, method="wilson")
+
+def wilson_best_low(n: int, confidence: float) -> float:
+    """The Wilson lower bound of n correct out of n: n / (n + z^2)."""
+    z = _z(confidence)
+    return n / (n + z * z)
+
+
+def _z(confidence: float) -> float:
+    """Two-sided normal quantile for `confidence`."""
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)

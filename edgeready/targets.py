@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
 from edgeready.config_errors import ConfigError, validate_file
-from edgeready.stats import wilson
+from edgeready.stats import wilson_best_low
 
 Role = Literal["device", "server", "offload"]
 ROLES: tuple[Role, ...] = ("device", "server", "offload")
@@ -89,29 +89,83 @@ class DatasetSpec(SourceSpec):
     _EXAMPLE = "webqsp/WebQSP.train.json"
 
 
-class AccuracyGate(Strict):
+# Keys that mean something only to a sequential gate: given to a fixed one, they are an error, not ignored.
+_SEQUENTIAL_ONLY = frozenset({"max_items", "round_size", "delta", "power", "test"})
+
+
+class SequentialOptions(Strict):
+    """How a gate spends its items. `fixed` scores `sample_size` items and compares a bound; `sequential`
+    scores rounds of `round_size` and stops as soon as an always-valid test decides at the target's error
+    rates (edgeready/sequential/, docs/SEQUENTIAL.md), after at most `max_items` (default: sample_size).
+    alpha = 1 - confidence bounds the chance of passing a candidate that misses the threshold; beta = 1 - power
+    bounds the chance of failing one that beats it by `delta` (the indifference margin)."""
+
+    sample_size: int = Field(ge=1, description="Items to score (fixed); --limit overrides")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    mode: Literal["fixed", "sequential"] = "fixed"
+    max_items: int | None = Field(default=None, ge=1, description="sequential: the most items scored")
+    round_size: int = Field(default=10, ge=1, description="sequential: items scored between looks")
+    delta: float = Field(default=0.05, ge=0, lt=1, description="sequential: the indifference margin")
+    power: float | None = Field(default=None, gt=0.5, lt=1,
+                                description="sequential: 1 - beta at the margin (default: confidence)")
+
+    @model_validator(mode="after")
+    def _sequential_keys(self) -> SequentialOptions:
+        given = sorted(_SEQUENTIAL_ONLY & self.model_fields_set)
+        if self.mode == "fixed" and given:
+            raise ValueError(f"{', '.join(given)}: only used with mode: sequential (this gate is fixed-n)")
+        return self
+
+    @property
+    def cap(self) -> int:
+        """Items a sequential gate may score at most (a fixed gate scores exactly this many)."""
+        return self.max_items if self.mode == "sequential" and self.max_items else self.sample_size
+
+    @property
+    def beta(self) -> float:
+        return round(1 - (self.power if self.power is not None else self.confidence), 12)
+
+
+class AccuracyGate(SequentialOptions):
     dataset: DatasetSpec
     sample_size: int = Field(ge=1, description="Questions to ask; --limit overrides")
     seed: int = 0
     min_accuracy: float = Field(gt=0, lt=1)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
     max_tokens: int = Field(default=16, ge=1, le=512)
-    # sequential: answer rounds of `round_size` and stop once an always-valid test decides
-    # (edgeready/sequential.py, docs/SEQUENTIAL.md); sample_size is then the cap on items.
-    mode: Literal["fixed", "sequential"] = "fixed"
-    round_size: int = Field(default=10, ge=1)
-    delta: float = Field(default=0.0, ge=0, lt=1, description="indifference zone above the minimum for failing")
+    # sprt: Wald's test of min_accuracy against min_accuracy + delta (fewest items at those two points);
+    # mixture: the beta-binomial confidence sequence (delta may be 0; more items near the minimum).
+    test: Literal["sprt", "mixture"] = "sprt"
 
     @model_validator(mode="after")
     def _reachable(self) -> AccuracyGate:
-        check_reachable(self.min_accuracy, self.sample_size, self.confidence)
+        if self.mode == "fixed":
+            self.ensure_reachable(self.sample_size)
+            return self
+        if self.max_items is not None and self.max_items < self.round_size:
+            raise ValueError(f"max_items ({self.max_items}) is smaller than round_size ({self.round_size})")
+        if self.delta + self.min_accuracy >= 1:
+            raise ValueError(f"min_accuracy + delta ({self.min_accuracy} + {self.delta}) must stay below 1")
+        if self.test == "sprt" and self.delta == 0:
+            raise ValueError("delta: an SPRT needs an indifference margin > 0 (e.g. 0.05), or use test: mixture")
+        self.ensure_reachable(self.cap)
         return self
+
+    def ensure_reachable(self, n: int) -> None:
+        """Raise ValueError when no run of n items could pass, even with every answer correct."""
+        if self.mode == "fixed":
+            check_reachable(self.min_accuracy, n, self.confidence)
+            return
+        from edgeready.gates.rounds import accuracy_test
+
+        if not accuracy_test(self).reachable(n):
+            raise ValueError(f"min_accuracy {self.min_accuracy} is unreachable within {n} items: even all "
+                             "correct would not pass the sequential test; raise max_items or lower the minimum")
 
 
 def check_reachable(min_accuracy: float, n: int, confidence: float) -> None:
     """A gate compares the Wilson lower bound with the minimum; with n questions even a perfect
     score has a bound below 1, so some minimums can never pass. Say so before running anything."""
-    best = wilson(n, n, confidence).low
+    best = wilson_best_low(n, confidence)
     if best < min_accuracy:
         raise ValueError(
             f"min_accuracy {min_accuracy} is unreachable with {n} questions at confidence {confidence}: "
@@ -134,7 +188,7 @@ class ConceptSpec(SourceSpec):
     _EXAMPLE = "wikibio/concepts.txt"
 
 
-class HallucinationGate(Strict):
+class HallucinationGate(SequentialOptions):
     concepts: ConceptSpec
     sample_size: int = Field(ge=2, description="Concepts to write about; --limit overrides")
     seed: int = 0
@@ -144,8 +198,24 @@ class HallucinationGate(Strict):
     scorer_options: dict[str, str | int | float] = Field(default_factory=dict)
     tau: float = Field(default=0.5, gt=0, lt=1, description="A sentence scoring above it counts as hallucinated")
     max_rate: float = Field(gt=0, le=1)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
     bootstrap_resamples: int = Field(default=2000, ge=100)
+    # A concept costs 1 + samples generations, so look more often than the accuracy gate does.
+    round_size: int = Field(default=5, ge=1, description="sequential: concepts scored between looks")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> HallucinationGate:
+        if self.mode == "fixed":
+            return self
+        if not 0 < self.delta < self.max_rate:
+            raise ValueError(f"delta must be within (0, max_rate = {self.max_rate}) for the sequential test")
+        if self.max_rate >= 1:
+            raise ValueError("max_rate 1 cannot be exceeded: use mode: fixed or a lower maximum")
+        from edgeready.gates.rounds import hallucination_test
+
+        if not hallucination_test(self).reachable(self.cap):
+            raise ValueError(f"max_rate {self.max_rate} cannot be shown within {self.cap} concepts even if every "
+                             "sentence scored 0; raise max_items or the maximum")
+        return self
 
 
 class EnergyGate(Strict):

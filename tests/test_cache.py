@@ -130,7 +130,7 @@ def test_key_is_stable_across_releases():
         '"temperature":0.0}'
     )
     pinned = {"runtime": "r", "version": "1", "system_info": "CPU : AVX2 = 1 | ", "settings": {"n_ctx": 512}}
-    assert _key(req, runtime=pinned) == "888edfa0077e251bdaa7ae18d4dbcba8179dca096a416bd53a264b14f767cb7c"
+    assert _key(req, runtime=pinned) == "6fc183b45be5a423609d3612a9728c3b85c641c17277bc74394ffb5365d4e781"  # schema 3
 
 
 def _writer(path: str, worker: int, start: multiprocessing.synchronize.Barrier, errors) -> None:

@@ -46,7 +46,8 @@ def test_rerun_is_served_from_the_cache_with_the_same_verdict(tmp_path):
     assert accuracy(tmp_path / "c")["measurement"]["details"]["cache_hits"] == 0, off.stdout[-2000:]
 
 
-def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path, sig):
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
            "-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache),
@@ -56,8 +57,8 @@ def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path):
     deadline = time.monotonic() + 300
     while stored(cache) < 5 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)  # SIGINT is Ctrl-C: pytest stops the session, SIGKILL gives it no chance
+    proc.wait(timeout=120)
     kept = stored(cache)
     assert 5 <= kept < 24
     run_gate("-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache),
@@ -76,3 +77,17 @@ def test_sequential_gate_stops_early_when_far_from_the_minimum(tmp_path):
     assert acc["status"] == "pass" and proc.returncode == 0, proc.stdout[-2000:]
     assert seq["decision"] == "pass" and seq["items_used"] == acc["n"] < 80 and "n=" in seq["reason"]
     assert acc["interval"]["method"] == "beta-binomial confidence sequence" and acc["interval"]["low"] >= 0.10
+
+
+def test_sequential_gate_stops_early_at_its_fail_boundary(tmp_path):
+    target = tmp_path / "seq-fail.yaml"
+    target.write_text((ROOT / "tests/fixtures/targets/e2e-sequential.yaml").read_text()
+                      .replace("min_accuracy: 0.10", "min_accuracy: 0.90"))
+    proc = run_gate("-m", "device and accuracy", f"--target={target}", "--no-cache", "--reports", str(tmp_path / "r"))
+    acc = accuracy(tmp_path / "r")
+    seq = acc["measurement"]["details"]["sequential"]
+    assert acc["status"] == "fail" and proc.returncode == 1, proc.stdout[-2000:]
+    # Gemma answers about half: shown below 0.95 (minimum + indifference) long before 80 questions.
+    assert seq["stopped_by"] == "fail boundary" and seq["items_used"] < 80
+    assert "shown below 0.95" in acc["advice"] and "inconclusive" not in acc["advice"]
+    assert seq["fixed_n_equivalent"]["n"] > seq["items_used"]

@@ -1,6 +1,7 @@
 """End to end: the hallucination gate on the real default model, with real sentence scorers."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,29 @@ def test_wikibio_concepts_are_read_from_the_data_dir():
 
     names, prov = load_concepts(ConceptSpec(kind="wikibio", path="wikibio/concepts.txt"), SHARED_DATA)
     assert len(names) == 238 and prov["path"].endswith("concepts.txt")
+
+
+def test_sequential_gate_stops_early_and_a_rerun_loads_neither_model(tmp_path):
+    target = FIXTURES / "e2e-hallucination-sequential.yaml"
+    args = ("-m", "device and hallucination", "--target", str(target), "--cache-dir", str(tmp_path / "cache"))
+    proc = run_gate(*args, "--reports", str(tmp_path / "a"))
+    g = json.loads((tmp_path / "a" / "verdict.json").read_text())["verdicts"][0]["gates"]["hallucination"]
+    seq = g["measurement"]["details"]["sequential"]
+    assert g["status"] == "pass" and proc.returncode == 0, proc.stdout[-3000:]
+    # Far below its maximum (0.95), the test stops after a round or two of its 20-concept budget.
+    assert seq["decision"] == "pass" and seq["stopped_by"] == "pass boundary" and seq["items_used"] < 20
+    assert seq["reason"].startswith(f"stopped at n={seq['items_scored']} because the evidence")
+    assert g["checks"][0]["observed"] >= g["checks"][0]["threshold"] == pytest.approx(20)
+    assert g["interval"]["method"] == "betting confidence sequence (passage level)"
+    assert g["interval"]["low"] <= g["value"] <= g["interval"]["high"] < 0.95
+    records = [json.loads(x) for x in Path(g["items_file"]).read_text().splitlines()]
+    assert len(records) == seq["items_used"]
+    passage = [r["score"] for r in records if r["score"] is not None]
+    assert g["value"] == pytest.approx(sum(passage) / len(passage))
+    # Re-run: every generation and every passage's scores come from the store; no model is loaded.
+    run_gate(*args, "--reports", str(tmp_path / "b"))
+    h = json.loads((tmp_path / "b" / "verdict.json").read_text())["verdicts"][0]["gates"]["hallucination"]
+    d = h["measurement"]["details"]
+    assert (h["status"], h["value"], h["interval"]) == (g["status"], g["value"], g["interval"])
+    assert d["cache_hits"] == (1 + 2) * seq["items_used"] and d["score_cache_hits"] == len(passage)
+    assert h["measurement"]["provenance"]["adapter"]["loaded"] is False

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeready.sequential import SequentialProportionTest, confidence_bounds, decide, simulate
+from edgeready.sequential.mixture import SequentialProportionTest, confidence_bounds, decide, simulate
 
 ALPHA = 0.05
 MAX_ITEMS = 400

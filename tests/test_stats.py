@@ -1,7 +1,7 @@
 """Wilson bounds against published values (Newcombe 1998, Table I; Brown, Cai & DasGupta 2001)."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeready.stats import wilson
@@ -43,3 +43,15 @@ def test_wilson_contains_the_estimate_and_stays_in_unit_interval(n, data, confid
 def test_higher_confidence_gives_a_lower_bound_no_higher(n, data):
     k = data.draw(st.integers(0, n))
     assert wilson(k, n, 0.99).low <= wilson(k, n, 0.90).low + 1e-12
+
+
+@settings(deadline=None)  # scipy's first call imports it; timing is no property of the interval
+@given(n=st.integers(1, 5000), data=st.data(), confidence=st.floats(0.5, 0.9999))
+def test_wilson_closed_form_equals_scipys(n, data, confidence):
+    from scipy.stats import binomtest
+
+    k = data.draw(st.integers(0, n))
+    ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    ci = wilson(k, n, confidence)
+    assert ci.low == pytest.approx(ref.low, abs=1e-12)
+    assert ci.high == pytest.approx(ref.high, abs=1e-12)

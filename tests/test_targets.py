@@ -69,6 +69,19 @@ def test_invalid_yaml_names_the_line(tmp_path):
         ("max_weights_mb: 400", "max_weights_mb: 950", "exceeds max_peak_rss_mb"),
         ("app_memory_budget_mb: 1024", "app_memory_budget_mb: 9000", "exceeds ram_mb"),
         ("dataset: {kind: countries-kb}", "dataset: {kind: webqsp}", "needs a 'path'"),
+        # Sequential keys on a fixed gate are errors, never silently ignored.
+        ("min_accuracy: 0.35", "min_accuracy: 0.35\n    delta: 0.05", "delta: only used with mode: sequential"),
+        ("max_rate: 0.6", "max_rate: 0.6\n    round_size: 3", "round_size: only used with mode: sequential"),
+        ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    delta: 0", "an SPRT needs an "
+         "indifference margin"),
+        ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    max_items: 5\n    round_size: 10",
+         "max_items \\(5\\) is smaller than round_size"),
+        ("min_accuracy: 0.35", "min_accuracy: 0.97\n    mode: sequential\n    delta: 0.02\n    max_items: 30",
+         "unreachable within 30 items"),
+        ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    power: 0.4", "power: Input should be "
+         "greater than 0.5"),
+        ("max_rate: 0.6", "max_rate: 0.6\n    mode: sequential\n    delta: 0.7", "delta must be within"),
+        ("max_rate: 0.6", "max_rate: 0.02\n    mode: sequential\n    delta: 0.01", "cannot be shown within 10"),
     ],
 )
 def test_impossible_thresholds_are_errors(tmp_path, old, new, message):
@@ -102,3 +115,13 @@ def test_limit_that_makes_the_minimum_unreachable_is_a_usage_error(tmp_path):
     proc = run_gate("-m", "device and accuracy", "--limit", "2", "--reports", str(tmp_path / "r"))
     assert proc.returncode != 0
     assert "--limit 2 with target" in proc.stdout + proc.stderr
+
+
+def test_a_sequential_target_loads_with_its_error_rates(tmp_path):
+    text = GOOD.replace("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    max_items: 400\n"
+                        "    power: 0.9\n    delta: 0.04")
+    text = text.replace("max_rate: 0.6", "max_rate: 0.6\n    mode: sequential")
+    t = load_target(write(tmp_path, text))
+    acc, hal = t.gates.accuracy, t.gates.hallucination
+    assert acc.cap == 400 and acc.beta == pytest.approx(0.1) and acc.test == "sprt" and acc.delta == 0.04
+    assert hal.cap == hal.sample_size == 10 and hal.round_size == 5 and hal.beta == pytest.approx(0.05)

@@ -7,6 +7,7 @@ reported beside it.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,13 @@ from edgeready.config_errors import ConfigError
 from edgeready.datasets.countries import kb_provenance, load_countries_qa
 from edgeready.datasets.sampling import stratified_sample
 from edgeready.datasets.webqsp import load_webqsp
+from edgeready.gates.rounds import accuracy_fixed_equivalent, accuracy_test, score_in_rounds, sequential_details
 from edgeready.measurement import Check, GateResult, Measurement, judge
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem, Response
 from edgeready.scoring.qa import QAScore, score_response
-from edgeready.sequential import SequentialProportionTest
 from edgeready.stats import Interval, wilson
-from edgeready.targets import AccuracyGate, DatasetSpec, check_reachable
+from edgeready.targets import AccuracyGate, DatasetSpec
 
 
 def resolve_data_path(spec_path: str, data_dir: Path | None) -> Path:
@@ -50,11 +51,12 @@ def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> tuple[list[QAItem]
 
 
 def select_items(gate: AccuracyGate, items: list[QAItem], limit: int | None) -> list[QAItem]:
-    n = limit if limit is not None else gate.sample_size
+    n = limit if limit is not None else gate.cap
     try:
-        check_reachable(gate.min_accuracy, min(n, len(items)), gate.confidence)
+        gate.ensure_reachable(min(n, len(items)))
     except ValueError as exc:
         raise ConfigError(f"--limit {n}: {exc}") from None
+    # Stratified and interleaved: every prefix keeps the simple/complex mix, which a sequential gate needs.
     return stratified_sample(items, n, gate.seed)
 
 
@@ -62,28 +64,22 @@ def measure_accuracy(
     adapter: Adapter, candidate: Candidate, gate: AccuracyGate, items: list[QAItem], provenance: dict[str, Any],
     responses_out: list[Response] | None = None,
 ) -> Measurement:
-    requests = requests_all = [qa_request(item, gate.max_tokens) for item in items]
+    requests_all = [qa_request(item, gate.max_tokens) for item in items]
     started = time.perf_counter()
-    # Fixed-n answers every item; sequential answers rounds until the always-valid test decides.
-    test = None
-    round_size = len(items)
-    if gate.mode == "sequential":
-        test = SequentialProportionTest(threshold=gate.min_accuracy, alpha=1 - gate.confidence, delta=gate.delta)
-        round_size = gate.round_size
+    # Fixed-n answers every item in one batch; sequential answers rounds until the always-valid test decides.
+    test = accuracy_test(gate) if gate.mode == "sequential" else None
     responses: list[Response] = []
     scores: list[QAScore] = []
-    decision = None
-    for start in range(0, len(requests), round_size):
-        batch = adapter.generate(requests[start:start + round_size])
-        responses += batch
-        scores += [score_response(r.text, it.answers) for r, it in zip(batch, items[start:], strict=False)]
-        if test is not None:
-            decision = test.update(sum(s.correct for s in scores[start:]), len(batch))
-            if decision.status != "continue":
-                break
-    if test is not None and decision is not None and decision.status == "continue":
-        decision = test.finish()
-    items, requests = items[: len(responses)], requests[: len(responses)]
+
+    def score_round(start: int, stop: int) -> list[float | None]:
+        batch = adapter.generate(requests_all[start:stop])
+        responses.extend(batch)
+        new = [score_response(r.text, it.answers) for r, it in zip(batch, items[start:stop], strict=True)]
+        scores.extend(new)
+        return [1.0 if s.correct else 0.0 for s in new]
+
+    used, decision = score_in_rounds(len(items), gate, test, score_round)
+    items, requests = items[: len(responses)], requests_all[: len(responses)]
     wall = time.perf_counter() - started
     if responses_out is not None:
         responses_out.extend(responses)  # the latency gate of an offload target reuses them
@@ -119,12 +115,12 @@ def measure_accuracy(
                       "served_by_server": sum(r["served_by"] == "server" for r in sub)}
     interval = wilson(k, n, gate.confidence)
     sequential: dict[str, Any] = {"mode": gate.mode}
-    if decision is not None:
+    if test is not None and decision is not None:
         # The always-valid bounds replace Wilson's: the gate looked at the data after every round.
         interval = Interval(low=decision.lower, high=decision.upper, confidence=gate.confidence,
                             method="beta-binomial confidence sequence")
-        sequential.update({"decision": decision.status, "items_used": n, "max_items": len(requests_all),
-                           "round_size": gate.round_size, "reason": decision.reason})
+        sequential = sequential_details(gate, test, decision, used, len(requests_all),
+                                        accuracy_fixed_equivalent(gate))
     return Measurement(
         gate="accuracy",
         metric="accuracy (answer contains a gold answer)",
@@ -152,13 +148,24 @@ def measure_accuracy(
 
 def judge_accuracy(base: dict[str, str], m: Measurement, gate: AccuracyGate, candidate: Candidate) -> GateResult:
     assert m.interval is not None
-    check = Check(
-        name="accuracy",
-        observed=m.interval.low,
-        op=">=",
-        threshold=gate.min_accuracy,
-        unit="",
-        compared=f"Wilson lower bound ({gate.confidence:.0%})",
-    )
-    advice = accuracy_advice(m, check, candidate.strategy, candidate.quantization)
+    seq = m.details.get("sequential", {})
+    if seq.get("mode") == "sequential" and gate.test == "sprt":
+        # The SPRT decides by its likelihood ratio; the interval beside it is for reading.
+        check = Check(name="accuracy", observed=math.exp(min(seq["log_evalue_pass"], 690.0)), op=">=",
+                      threshold=1 / seq["alpha"], unit="",
+                      compared=f"SPRT likelihood ratio of {gate.min_accuracy + gate.delta:g} vs {gate.min_accuracy:g}")
+    else:
+        compared = ("always-valid lower bound" if seq.get("mode") == "sequential" else "Wilson lower bound")
+        check = Check(name="accuracy", observed=m.interval.low, op=">=", threshold=gate.min_accuracy, unit="",
+                      compared=f"{compared} ({gate.confidence:.0%})")
+    if seq.get("stopped_by") == "budget":
+        advice = (f"inconclusive rather than bad: {seq['items_used']} items did not settle the test "
+                  f"({seq['reason']}); raise max_items (a fixed-n test at these error rates needs "
+                  f"{(seq.get('fixed_n_equivalent') or {}).get('n', 'more')} items) before changing the model")
+    elif seq.get("mode") == "sequential":
+        advice = accuracy_advice(m, check, candidate.strategy, candidate.quantization, shown_below=(
+            f"accuracy {m.value:.3f} on {m.n} items, shown below {gate.min_accuracy + gate.delta:g} (minimum + "
+            f"indifference) by the sequential test at beta = {seq['beta']:g}"))
+    else:
+        advice = accuracy_advice(m, check, candidate.strategy, candidate.quantization)
     return judge(base, m, [check], advice)

@@ -10,6 +10,7 @@ when the upper bound of a bootstrap interval over passages is within the maximum
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from adapters.base import Adapter
+from edgeready.cache import GenerationStore
 from edgeready.candidates import Candidate
 from edgeready.config_errors import ConfigError
 from edgeready.gates.accuracy import resolve_data_path
+from edgeready.gates.rounds import hallucination_test, mean_fixed_equivalent, score_in_rounds, sequential_details
 from edgeready.measurement import Check, GateResult, Measurement, judge
 from edgeready.records import GenerationRequest
 from edgeready.stats import Interval
@@ -75,44 +77,61 @@ def sentences_of(passage: str) -> list[str]:
 
 def measure_hallucination(
     adapter: Adapter, gate: HallucinationGate, concepts: list[str],
-    provenance: dict[str, Any], threads: int,
+    provenance: dict[str, Any], threads: int, store: GenerationStore | None = None,
 ) -> Measurement:
+    """`store`: keep the sentence scores there too, so that a re-run loads no scorer model."""
     from edgeready.selfcheck import make_scorer
-    from edgeready.selfcheck.base import set_torch_threads
 
-    set_torch_threads(threads)
-    scorer = make_scorer(gate.scorer, **gate.scorer_options)
-    load = getattr(scorer, "load", None)
-    if callable(load):
-        load()  # fail before generating anything: ScorerUnavailable makes the gate an error
+    # torch's threads follow the profile (set when the scorer loads; a scorer_options value wins).
+    options = gate.scorer_options if gate.scorer == "ngram" else {"threads": threads, **gate.scorer_options}
+    scorer = make_scorer(gate.scorer, **options)
+    # Fail before generating anything: ScorerUnavailable makes the gate an error. With a store the full
+    # load waits for the first passage not scored before (its cheap preflight runs now).
+    check = getattr(scorer, "preflight" if store is not None else "load", None)
+    if callable(check):
+        check()
+    if store is not None:
+        from edgeready.selfcheck.cached import CachedScorer, scorer_identity
+
+        scorer = CachedScorer(scorer, store, scorer_identity(scorer, gate.scorer_options))
     records: list[dict[str, Any]] = []
     gen_s = score_s = 0.0
-    # The device adapter counts the prompt tokens it evaluated (behind the cache, if any).
-    leaf = getattr(adapter, "inner", adapter)
-    evaluated0 = getattr(leaf, "prompt_tokens_evaluated", None)
+    # The device adapter counts the prompt tokens it evaluated (behind the cache, if any); a lazily
+    # loaded device that every request found in the cache evaluated none.
+    evaluated0 = _prompt_tokens_evaluated(adapter)
     completion_tokens = 0
-    for concept in concepts:
-        reqs = [request_for(concept, gate, gate.seed, 0.0)] + [
-            request_for(concept, gate, gate.seed + i, 1.0) for i in range(1, gate.samples + 1)
-        ]
-        t0 = time.perf_counter()
-        main, *samples = adapter.generate(reqs)
-        gen_s += time.perf_counter() - t0
-        completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
-        passage = clean_passage(main.text)
-        evidence = [clean_passage(s.text) for s in samples]
-        sents = sentences_of(passage)
-        t1 = time.perf_counter()
-        scores = scorer.score(sents, evidence) if sents else []
-        score_s += time.perf_counter() - t1
-        records.append({
-            "id": concept,
-            "prompt": reqs[0].prompt,
-            "passage": passage,
-            "samples": evidence,
-            "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
-            "score": float(np.mean(scores)) if scores else None,
-        })
+    test = hallucination_test(gate) if gate.mode == "sequential" else None
+
+    def score_round(start: int, stop: int) -> list[float | None]:
+        nonlocal gen_s, score_s, completion_tokens
+        out: list[float | None] = []
+        for concept in concepts[start:stop]:
+            reqs = [request_for(concept, gate, gate.seed, 0.0)] + [
+                request_for(concept, gate, gate.seed + i, 1.0) for i in range(1, gate.samples + 1)
+            ]
+            t0 = time.perf_counter()
+            main, *samples = adapter.generate(reqs)
+            gen_s += time.perf_counter() - t0
+            completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
+            passage = clean_passage(main.text)
+            evidence = [clean_passage(s.text) for s in samples]
+            sents = sentences_of(passage)
+            t1 = time.perf_counter()
+            scores = scorer.score(sents, evidence) if sents else []
+            score_s += time.perf_counter() - t1
+            score = float(np.mean(scores)) if scores else None
+            records.append({
+                "id": concept,
+                "prompt": reqs[0].prompt,
+                "passage": passage,
+                "samples": evidence,
+                "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
+                "score": score,
+            })
+            out.append(score)
+        return out
+
+    used, decision = score_in_rounds(len(concepts), gate, test, score_round)
     scored = [r for r in records if r["sentences"]]
     if not scored:
         raise RuntimeError(f"the model wrote no sentence for any of {len(records)} concepts; nothing to score")
@@ -120,13 +139,28 @@ def measure_hallucination(
     counts = np.array([len(r["sentences"]) for r in scored])
     all_scores = [s["score"] for r in scored for s in r["sentences"]]
     rate = float(sums.sum() / counts.sum())
-    interval = _bootstrap(sums, counts, gate.confidence, gate.bootstrap_resamples, gate.seed)
+    passage_scores = np.array([r["score"] for r in scored])
+    sequential: dict[str, Any] = {"mode": gate.mode}
+    if test is not None and decision is not None:
+        # The sequential test is about passages (the independent units, each scored in [0, 1]): its rate is
+        # SelfCheckGPT's passage-level score, the mean over passages of their mean sentence score.
+        value = float(passage_scores.mean())
+        interval = Interval(low=decision.lower, high=decision.upper, confidence=gate.confidence,
+                            method="betting confidence sequence (passage level)")
+        sd = float(passage_scores.std(ddof=1)) if len(passage_scores) > 1 else None
+        sequential = sequential_details(gate, test, decision, used, len(concepts), mean_fixed_equivalent(gate, sd))
+        statistic = "passage-level (mean over passages of the mean sentence score)"
+    else:
+        value = rate
+        interval = _bootstrap(sums, counts, gate.confidence, gate.bootstrap_resamples, gate.seed)
+        statistic = "sentence-level (mean over all sentences)"
     worst = sorted(((s["score"], r["id"], s["text"]) for r in scored for s in r["sentences"]), reverse=True)[:10]
-    evaluated = (getattr(leaf, "prompt_tokens_evaluated", 0) - evaluated0) if evaluated0 is not None else None
+    evaluated1 = _prompt_tokens_evaluated(adapter)
+    evaluated = evaluated1 - (evaluated0 or 0) if evaluated1 is not None else None
     return Measurement(
         gate="hallucination",
-        metric=f"hallucination rate (SelfCheck-{gate.scorer}, mean sentence score)",
-        value=rate,
+        metric=f"hallucination rate (SelfCheck-{gate.scorer}, {statistic.split(' ')[0]})",
+        value=value,
         unit="",
         n=len(scored),
         interval=interval,
@@ -135,6 +169,9 @@ def measure_hallucination(
         provenance={**provenance, "adapter": adapter.describe(), "scorer": gate.scorer,
                     "scorer_options": gate.scorer_options, "samples": gate.samples, "seed": gate.seed},
         details={
+            "statistic": statistic,
+            "sentence_rate": rate,
+            "passage_rate": float(passage_scores.mean()),
             "sentences": len(all_scores),
             "passages_scored": len(scored),
             "passages_empty": len(records) - len(scored),
@@ -147,7 +184,10 @@ def measure_hallucination(
             "completion_tokens": completion_tokens,
             "prompt_tokens_evaluated": evaluated,
             "cache_hits": getattr(adapter, "hits", None),
-            "interval_note": f"percentile bootstrap over passages, {gate.bootstrap_resamples} resamples",
+            "score_cache_hits": getattr(scorer, "hits", None),
+            "interval_note": (f"percentile bootstrap over passages, {gate.bootstrap_resamples} resamples"
+                              if test is None else "always-valid: betting e-processes (Waudby-Smith & Ramdas)"),
+            "sequential": sequential,
         },
         items=records,
     )
@@ -159,6 +199,8 @@ def _bootstrap(sums: np.ndarray, counts: np.ndarray, confidence: float, resample
     if len(sums) < 2:
         # One passage says nothing about the spread; the honest interval is the whole range.
         return Interval(low=0.0, high=1.0, confidence=confidence, method="one passage: uninformative")
+    from scipy import stats as sps  # here: a sequential or fully cached run never needs scipy.stats
+
     res = sps.bootstrap(
         (sums, counts), lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis), paired=True,
         vectorized=True, confidence_level=confidence, n_resamples=resamples, method="percentile",
@@ -172,12 +214,27 @@ def judge_hallucination(
     base: dict[str, str], m: Measurement, gate: HallucinationGate, candidate: Candidate
 ) -> GateResult:
     assert m.interval is not None
-    check = Check("hallucination_rate", m.interval.high, "<=", gate.max_rate, "",
-                  f"bootstrap upper bound ({gate.confidence:.0%})")
-    advice = (f"hallucination rate bound over the maximum by {-check.margin:.3f}: quantize at more bits "
+    seq = m.details.get("sequential", {})
+    if seq.get("mode") == "sequential":
+        check = Check("hallucination_rate", math.exp(min(seq["log_evalue_pass"], 690.0)), ">=", 1 / seq["alpha"], "",
+                      f"betting e-value that the passage-level rate is below {gate.max_rate:g}")
+    else:
+        check = Check("hallucination_rate", m.interval.high, "<=", gate.max_rate, "",
+                      f"bootstrap upper bound ({gate.confidence:.0%})")
+    over = f"by {m.interval.high - gate.max_rate:.3f} (upper bound)" if m.interval.high > gate.max_rate else ""
+    advice = (f"hallucination rate over the maximum {over}: quantize at more bits "
               f"than {candidate.quantization or 'now'} (low-bit models drift from the facts first), keep the "
               "token embedding at Q8_0, prune fewer blocks, or distill/fine-tune on factual text")
-    if m.value <= gate.max_rate:
-        advice = (f"inconclusive: the rate {m.value:.3f} meets {gate.max_rate} but its upper bound does not; "
-                  "score more concepts (sample_size) before changing the model")
+    if seq.get("stopped_by") == "budget" or (seq.get("mode") != "sequential" and m.value <= gate.max_rate):
+        key = "max_items" if seq.get("mode") == "sequential" else "sample_size"
+        advice = (f"inconclusive: the rate {m.value:.3f} was not shown to be within {gate.max_rate} at the "
+                  f"target's confidence; score more concepts ({key}) before changing the model")
     return judge(base, m, [check], advice)
+
+
+def _prompt_tokens_evaluated(adapter: Adapter) -> int | None:
+    """Prompt tokens the leaf device adapter (behind the cache, if any) evaluated so far; None for an
+    adapter that does not count them."""
+    leaf = getattr(adapter, "inner", adapter)
+    value = getattr(leaf, "prompt_tokens_evaluated", None)
+    return value if isinstance(value, int) else None

@@ -10,6 +10,7 @@ sample's sentences): one embedding per sentence instead of token matching, fast 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -65,13 +66,23 @@ class EmbeddingScorer:
         self.threads = threads
         self._model: Any = None
 
+    def model_dir(self) -> Path:
+        return self.model_path or bundled_model_path()
+
+    def preflight(self) -> None:
+        """What load() needs, checked without importing torch: the model directory and the package."""
+        path = self.model_dir()
+        if not path.is_dir():
+            raise ScorerUnavailable(f"embedding model directory {path} does not exist; {_INSTALL_HINT}")
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise ScorerUnavailable(f"embedding scorer needs sentence-transformers: {_INSTALL_HINT}")
+
     def load(self) -> Any:
         """Load the sentence-transformers model once (raises ScorerUnavailable with a fix)."""
         if self._model is not None:
             return self._model
-        path = self.model_path or bundled_model_path()
-        if not path.is_dir():
-            raise ScorerUnavailable(f"embedding model directory {path} does not exist; {_INSTALL_HINT}")
+        self.preflight()
+        path = self.model_dir()
         force_offline()
         try:
             from sentence_transformers import SentenceTransformer

@@ -11,6 +11,7 @@ sentence under test is never cut. Models load lazily and offline only (local dir
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,33 @@ class NLIScorer:
         assert self._max_length is not None
         return self._max_length
 
+    def source(self) -> tuple[str, bool]:
+        """Where the model is read from, and whether that is a local directory (else a hub id that must be
+        in the local Hugging Face cache)."""
+        source = self.model_id
+        looks_like_path = Path(source).is_absolute() or source.startswith((".", "~")) or Path(source).exists()
+        return (str(Path(source).expanduser()), True) if looks_like_path else (source, False)
+
+    def preflight(self) -> None:
+        """What load() needs, checked without importing torch: the packages and the model's files."""
+        for module in ("torch", "transformers"):
+            if importlib.util.find_spec(module) is None:
+                raise ScorerUnavailable(f"NLI scorer needs transformers and torch: {_INSTALL_HINT}")
+        source, local = self.source()
+        if local and not Path(source).is_dir():
+            raise ScorerUnavailable(f"NLI model directory {self.model_id} does not exist; {self._fix_hint()}")
+        if not local:
+            from huggingface_hub import try_to_load_from_cache
+
+            if not isinstance(try_to_load_from_cache(source, "config.json"), str):
+                raise ScorerUnavailable(f"NLI model {source!r} is not in the local Hugging Face cache; "
+                                        f"{self._fix_hint()}")
+
     def load(self) -> NLIScorer:
         """Load tokenizer and classifier once; ScorerUnavailable names the model and the fix."""
         if self._model is not None:
             return self
+        self.preflight()
         force_offline()
         try:
             import torch  # noqa: F401  (transformers needs it for the PyTorch model classes)
@@ -94,13 +118,7 @@ class NLIScorer:
         except ImportError as exc:
             raise ScorerUnavailable(f"NLI scorer needs transformers and torch: {_INSTALL_HINT}") from exc
         set_torch_threads(self.threads)
-
-        source = self.model_id
-        looks_like_path = Path(source).is_absolute() or source.startswith((".", "~")) or Path(source).exists()
-        if looks_like_path and not Path(source).expanduser().is_dir():
-            raise ScorerUnavailable(f"NLI model directory {source} does not exist; {self._fix_hint()}")
-        if looks_like_path:
-            source = str(Path(source).expanduser())
+        source, _ = self.source()
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
             model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=True)

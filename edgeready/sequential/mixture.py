@@ -1,4 +1,4 @@
-"""An always-valid sequential test of "is the accuracy p at least p_min?", checked after every round.
+"""An always-valid confidence sequence for a proportion, and the test of "is p at least p_min?" built on it.
 
 Method: the beta-binomial mixture confidence sequence (Robbins 1970, "Statistical methods related to
 the law of the iterated logarithm", Ann. Math. Statist. 41(5):1397-1409; the conjugate-mixture
@@ -37,16 +37,12 @@ stratified sampler interleaves strata so any prefix keeps the mix; never order i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Literal
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import betaln
 
-Status = Literal["pass", "fail", "continue"]
+from edgeready.sequential.base import Decision, SequentialTest, Status, evalue_text
 
 # Prior pseudo-counts, centred on the threshold: Beta(c * p_min, c * (1 - p_min)). A prior near the
 # threshold spends its mass where the decision is hard. Of c in {1, 2, 4, 8, 16, 32}, c = 8 used the
@@ -59,31 +55,10 @@ DEFAULT_PRIOR_WEIGHT = 8.0
 _EPS = 1e-12
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Where the test stands after n scored items.
-
-    lower is the always-valid lower bound at level alpha (what "pass" compares with p_min), upper the
-    always-valid upper bound at level beta (what "fail" compares with p_min + delta).
-    """
-
-    status: Status
-    n: int
-    successes: int
-    lower: float
-    upper: float
-    # log E_n at p_min and at p_min + delta: the evidence behind "pass" and "fail" respectively.
-    log_evalue_pass: float
-    log_evalue_fail: float
-    reason: str
-
-    @property
-    def estimate(self) -> float | None:
-        return self.successes / self.n if self.n else None
-
-
 def log_evalue(successes: np.ndarray | int, n: np.ndarray | int, m: float, a: float, b: float) -> np.ndarray:
     """log E_n(m) of the Beta(a, b) mixture (vectorized over successes and n)."""
+    from scipy.special import betaln  # imported here: validating a target must not pay for scipy
+
     k = np.asarray(successes, dtype=np.float64)
     nn = np.asarray(n, dtype=np.float64)
     return betaln(a + k, b + nn - k) - betaln(a, b) - k * math.log(m) - (nn - k) * math.log1p(-m)
@@ -110,6 +85,9 @@ def confidence_bounds(successes: int, n: int, level: float, a: float, b: float) 
     """[L_n, U_n] of C_n(level) = {m : E_n(m) < 1/level}; (0, 1) before any data."""
     if n == 0:
         return 0.0, 1.0
+    from scipy.optimize import brentq
+    from scipy.special import betaln
+
     k = successes
     log_mix = float(betaln(a + k, b + n - k) - betaln(a, b))
     # E_n(m) < 1/level  <=>  log-likelihood(m) > log_mix + log(level); h > 0 inside the interval.
@@ -128,33 +106,23 @@ def confidence_bounds(successes: int, n: int, level: float, a: float, b: float) 
 
 
 @dataclass
-class SequentialProportionTest:
-    """Accumulates rounds of binary scores and decides pass / fail / continue after each.
+class SequentialProportionTest(SequentialTest):
+    """The mixture test on binary scores. `update(successes, n)` takes one round as counts (increments,
+    not running totals); `observe(scores)` takes it as 0/1 scores. beta defaults to alpha, delta (the
+    indifference zone above p_min for failing) to 0."""
 
-    `update(successes, n)` takes one round: n newly scored items of which `successes` were correct
-    (increments, not running totals). beta defaults to alpha; delta (indifference zone above p_min for
-    failing) defaults to 0. After a pass or fail the verdict is final and further updates are refused.
-    """
-
-    threshold: float
-    alpha: float
-    beta: float | None = None
-    delta: float | None = None
     prior_weight: float = DEFAULT_PRIOR_WEIGHT
     successes: int = field(default=0, init=False)
     n: int = field(default=0, init=False)
-    history: list[Decision] = field(default_factory=list, init=False)
+
+    name = "beta-binomial mixture confidence sequence"
 
     def __post_init__(self) -> None:
-        if self.beta is None:
-            self.beta = self.alpha
+        super().__post_init__()
         if self.delta is None:
             self.delta = 0.0
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be within (0, 1), got {self.threshold}")
-        for name, level in (("alpha", self.alpha), ("beta", self.beta)):
-            if not 0 < level < 1:
-                raise ValueError(f"{name} must be within (0, 1), got {level}")
         if not 0 <= self.delta < 1 - self.threshold:
             raise ValueError(f"delta must be within [0, 1 - threshold), got {self.delta}")
         if self.prior_weight <= 0:
@@ -164,61 +132,28 @@ class SequentialProportionTest:
     def prior(self) -> tuple[float, float]:
         return self.prior_weight * self.threshold, self.prior_weight * (1 - self.threshold)
 
-    @property
-    def decision(self) -> Decision | None:
-        return self.history[-1] if self.history else None
-
     def update(self, successes: int, n: int) -> Decision:
-        last = self.decision
-        if last is not None and last.status != "continue":
-            raise RuntimeError(f"the test already stopped ({last.status}); start a new one")
         if n < 0 or not 0 <= successes <= n:
             raise ValueError(f"a round needs 0 <= successes <= n, got {successes} of {n}")
-        self.successes += int(successes)
-        self.n += int(n)
-        decision = self._evaluate()
-        self.history.append(decision)
-        return decision
+        return self.observe([1] * int(successes) + [0] * (int(n) - int(successes)))
 
-    def run_rounds(self, scores: Iterable[float | bool], round_size: int, max_items: int) -> Decision:
-        """Consume `scores` (0/1, lazily: only as many as needed) in rounds of `round_size`, at most
-        `max_items`; return the final decision. Ending without a verdict (budget spent or scores
-        exhausted) is a fail, since the minimum was not shown to be met."""
-        if round_size < 1 or max_items < 1:
-            raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {max_items}")
-        it: Iterator[float | bool] = iter(scores)
-        decision = self.decision or self._evaluate()
-        while decision.status == "continue" and self.n < max_items:
-            chunk = list(islice(it, min(round_size, max_items - self.n)))
-            if not chunk:
-                break
-            bad = [s for s in chunk if s not in (0, 1)]
-            if bad:
-                raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
-            decision = self.update(int(sum(chunk)), len(chunk))
-        if decision.status != "continue":
-            return decision
-        return self.finish("max_items reached" if self.n >= max_items else "no more items")
-
-    def finish(self, why: str = "max_items reached") -> Decision:
-        """End without a verdict: a fail, since the minimum was not shown to be met."""
-        decision = self.decision or self._evaluate()
-        if decision.status != "continue":
-            return decision
-        final = Decision(
-            status="fail", n=decision.n, successes=decision.successes, lower=decision.lower,
-            upper=decision.upper, log_evalue_pass=decision.log_evalue_pass,
-            log_evalue_fail=decision.log_evalue_fail,
-            reason=(f"stopped at n={self.n} ({why}) without a verdict: the always-valid lower bound "
-                    f"{decision.lower:.3f} is below the minimum {self.threshold:g}, so the minimum is not shown to "
-                    f"be met (interval [{decision.lower:.3f}, {decision.upper:.3f}], {self._levels()})"),
-        )
-        self.history.append(final)
-        return final
+    def reachable(self, max_items: int) -> bool:
+        """Whether max_items correct answers in a row would pass: otherwise no run can."""
+        a, b = self.prior
+        return bool(decide(np.array(max_items), np.array(max_items), self.threshold, self.alpha,
+                           self.beta or self.alpha, self.delta or 0.0, a, b) == 1)
 
     # -- internals ----------------------------------------------------------------------------
-    def _levels(self) -> str:
-        return f"alpha={self.alpha:g}, beta={self.beta:g}" + (f", delta={self.delta:g}" if self.delta else "")
+    def _add(self, scores: Sequence[float]) -> None:
+        bad = [s for s in scores if s not in (0, 1)]
+        if bad:
+            raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
+        self.successes += int(sum(scores))
+        self.n += len(scores)
+
+    def _not_shown(self, decision: Decision) -> str:
+        return (f"the always-valid lower bound {decision.lower:.3f} is below the minimum {self.threshold:g}, so "
+                f"the minimum is not shown to be met (interval [{decision.lower:.3f}, {decision.upper:.3f}])")
 
     def _evaluate(self) -> Decision:
         assert self.beta is not None and self.delta is not None  # set in __post_init__
@@ -233,25 +168,20 @@ class SequentialProportionTest:
         if code == 1:
             status: Status = "pass"
             reason = (f"stopped at n={n} because the always-valid lower bound {lower:.3f} >= minimum "
-                      f"{self.threshold:g} ({observed} correct; e-value {_evalue_text(e_pass)} >= 1/alpha = "
+                      f"{self.threshold:g} ({observed} correct; e-value {evalue_text(e_pass)} >= 1/alpha = "
                       f"{1 / self.alpha:g})")
         elif code == -1:
             status = "fail"
             ref = self.threshold + self.delta
             reason = (f"stopped at n={n} because the always-valid upper bound {upper:.3f} < {ref:g} "
                       f"(minimum {self.threshold:g}" + (f" + indifference {self.delta:g}" if self.delta else "")
-                      + f"; {observed} correct; e-value {_evalue_text(e_fail)} >= 1/beta = {1 / self.beta:g})")
+                      + f"; {observed} correct; e-value {evalue_text(e_fail)} >= 1/beta = {1 / self.beta:g})")
         else:
             status = "continue"
             reason = (f"n={n}: {observed} correct; always-valid interval [{lower:.3f}, {upper:.3f}] "
-                      f"still straddles the minimum {self.threshold:g} ({self._levels()}); continue")
-        return Decision(status=status, n=n, successes=k, lower=lower, upper=upper,
-                        log_evalue_pass=e_pass, log_evalue_fail=e_fail, reason=reason)
-
-
-def _evalue_text(log_e: float) -> str:
-    # exp() overflows past ~709; a huge e-value is as clear written as a power of e.
-    return f"{math.exp(log_e):.3g}" if log_e < 700 else f"e^{log_e:.0f}"
+                      f"still straddles the minimum {self.threshold:g} ({self.levels()}); continue")
+        return Decision(status=status, n=n, estimate=k / n if n else None, lower=lower, upper=upper,
+                        log_evalue_pass=e_pass, log_evalue_fail=e_fail, reason=reason, successes=k)
 
 
 @dataclass(frozen=True)

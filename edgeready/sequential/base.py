@@ -1,0 +1,124 @@
+"""What every sequential test of the suite shares: the decision after a round, and the loop over rounds.
+
+A test sees the items' scores a round at a time and after each round says pass, fail or continue. Its
+guarantees come from nonnegative supermartingales and Ville's inequality, so they hold whatever the
+round sizes and however often it looks; stopping at the item budget without a verdict is a fail ("not
+shown"), which can only lower the false-pass rate.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import Literal
+
+Status = Literal["pass", "fail", "continue"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a test stands after n scored items.
+
+    lower/upper: the always-valid interval for the quantity tested (for reading: the decision is made by
+    the two e-values). log_evalue_pass is the evidence against "not good enough", log_evalue_fail the
+    evidence against "good by the indifference margin"; the test passes when the first reaches
+    log(1/alpha) and fails when the second reaches log(1/beta).
+    """
+
+    status: Status
+    n: int
+    estimate: float | None
+    lower: float
+    upper: float
+    log_evalue_pass: float
+    log_evalue_fail: float
+    reason: str
+    successes: int | None = None  # binary scores only
+    # True when the budget (or the items) ran out before either boundary was reached: a fail by rule,
+    # "not shown", which the advice treats as inconclusive rather than as evidence against the model.
+    by_budget: bool = False
+
+
+@dataclass
+class SequentialTest(ABC):
+    """Accumulates rounds of scores and decides after each one. After a pass or fail the verdict is final
+    and further rounds are refused."""
+
+    threshold: float
+    alpha: float
+    beta: float | None = None  # defaults to alpha
+    delta: float | None = None  # indifference margin; the subclass sets its default
+    history: list[Decision] = field(default_factory=list, init=False)
+
+    name = "sequential test"
+
+    def __post_init__(self) -> None:
+        if self.beta is None:
+            self.beta = self.alpha
+        for label, level in (("alpha", self.alpha), ("beta", self.beta)):
+            if not 0 < level < 1:
+                raise ValueError(f"{label} must be within (0, 1), got {level}")
+
+    @property
+    def decision(self) -> Decision | None:
+        return self.history[-1] if self.history else None
+
+    def observe(self, scores: Sequence[float]) -> Decision:
+        """One round: the scores of the items scored since the last round."""
+        last = self.decision
+        if last is not None and last.status != "continue":
+            raise RuntimeError(f"the test already stopped ({last.status}); start a new one")
+        self._add(scores)
+        decision = self._evaluate()
+        self.history.append(decision)
+        return decision
+
+    def run_rounds(self, scores: Iterable[float], round_size: int, max_items: int) -> Decision:
+        """Consume `scores` lazily, a round at a time and never more than needed, at most `max_items`;
+        return the final decision. Ending without a verdict (budget spent or scores exhausted) is a fail."""
+        if round_size < 1 or max_items < 1:
+            raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {max_items}")
+        it: Iterator[float] = iter(scores)
+        decision = self.decision or self._evaluate()
+        while decision.status == "continue" and decision.n < max_items:
+            chunk = list(islice(it, min(round_size, max_items - decision.n)))
+            if not chunk:
+                break
+            decision = self.observe(chunk)
+        if decision.status != "continue":
+            return decision
+        return self.finish("max_items reached" if decision.n >= max_items else "no more items")
+
+    def finish(self, why: str = "max_items reached") -> Decision:
+        """End without a verdict: a fail, since the candidate was not shown to be good enough."""
+        decision = self.decision or self._evaluate()
+        if decision.status != "continue":
+            return decision
+        final = replace(decision, status="fail", by_budget=True,
+                        reason=f"stopped at n={decision.n} ({why}) without a verdict: {self._not_shown(decision)} "
+                               f"({self.levels()})")
+        self.history.append(final)
+        return final
+
+    def levels(self) -> str:
+        return f"alpha={self.alpha:g}, beta={self.beta:g}" + (f", delta={self.delta:g}" if self.delta else "")
+
+    @abstractmethod
+    def _add(self, scores: Sequence[float]) -> None:
+        """Take one round of scores into the running state (validating them)."""
+
+    @abstractmethod
+    def _evaluate(self) -> Decision:
+        """The decision for the running state."""
+
+    @abstractmethod
+    def _not_shown(self, decision: Decision) -> str:
+        """Why an undecided test is a fail, in words."""
+
+
+def evalue_text(log_e: float) -> str:
+    # exp() overflows past ~709; a huge e-value is as clear written as a power of e.
+    return f"{math.exp(log_e):.3g}" if log_e < 700 else f"e^{log_e:.0f}"

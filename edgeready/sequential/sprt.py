@@ -1,0 +1,226 @@
+"""Wald's sequential probability ratio test of "is the accuracy p at least p_min?", with an indifference zone.
+
+Hypotheses: p0 = p_min (not good enough) against p1 = p_min + delta (good by the margin the target asks
+for). After k correct answers out of n the log-likelihood ratio of p1 against p0 is
+
+    S_n = k log(p1 / p0) + (n - k) log((1 - p1) / (1 - p0)),
+
+and after every round the test passes when S_n >= log(1/alpha), fails when S_n <= -log(1/beta), and
+continues otherwise (Wald 1945, "Sequential tests of statistical hypotheses", Ann. Math. Statist.
+16(2):117-186).
+
+Guarantees (exact, finite-sample, for any round sizes and any number of looks):
+- exp(S_n) is a nonnegative supermartingale with mean <= 1 under every p <= p0: one item multiplies it by
+  p p1/p0 + (1 - p)(1 - p1)/(1 - p0) on average, which is increasing in p and 1 at p0. By Ville's
+  inequality (1939) sup_{p <= p_min} P_p(the test ever passes) <= alpha.
+- exp(-S_n) is one under every p >= p1, so sup_{p >= p_min + delta} P_p(the test ever fails) <= beta.
+The boundaries are Ville's 1/alpha and 1/beta rather than Wald's approximate (1 - beta)/alpha and
+beta/(1 - alpha), so both bounds hold exactly, not only approximately (e-values: Ramdas, Grunwald, Vovk &
+Shafer 2023, "Game-theoretic statistics and safe anytime-valid inference", Statist. Sci. 38(4):576-601).
+Stopping at the item budget without a verdict is a fail ("not shown"), which lowers the false-pass rate
+further and is paid for in the false-fail rate: `operating_characteristics` computes what the cap costs.
+
+Why this test: among all tests, sequential or fixed, whose error rates at p0 and p1 are at most those of
+the SPRT, none has a smaller expected number of items at p0 or at p1 (Wald & Wolfowitz 1948, "Optimum
+character of the sequential probability ratio test", Ann. Math. Statist. 19(3):326-339). It is the test
+chess-engine projects run to accept a patch (Stockfish's fishtest: SPRT with elo0/elo1 bounds). The price
+is the indifference zone: inside (p0, p1) neither error is controlled and the test takes longest.
+
+Assumption: each score, given the earlier ones, is Bernoulli(p): items come in an order fixed before
+scoring (the stratified sampler interleaves strata so every prefix keeps the mix).
+
+`operating_characteristics` gives the exact pass/fail probabilities and expected items of any rule that
+decides from (successes, n) at round ends, by dynamic programming over the binomial lattice; and
+`fixed_n_design` the smallest fixed sample with the same error rates, so "items used vs fixed-n" is
+computed, not guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeready.sequential.base import Decision, SequentialTest, Status, evalue_text
+from edgeready.sequential.mixture import DEFAULT_PRIOR_WEIGHT, confidence_bounds
+
+
+def llr_steps(p0: float, p1: float) -> tuple[float, float]:
+    """Log-likelihood-ratio increments of a correct and of a wrong answer (p1 against p0)."""
+    return math.log(p1 / p0), math.log1p(-p1) - math.log1p(-p0)
+
+
+def sprt_decide(successes: np.ndarray, n: np.ndarray, threshold: float, delta: float, alpha: float,
+                beta: float) -> np.ndarray:
+    """Vectorized decision: +1 pass, -1 fail, 0 continue. The class uses this very function, so the exact
+    operating characteristics below are those of the test the gate runs."""
+    up, down = llr_steps(threshold, threshold + delta)
+    k = np.asarray(successes, dtype=np.float64)
+    s = k * up + (np.asarray(n, dtype=np.float64) - k) * down
+    # A hair of tolerance so that a boundary hit exactly in exact arithmetic is not lost to rounding.
+    eps = 1e-9
+    return np.where(s >= math.log(1 / alpha) - eps, 1, np.where(s <= -math.log(1 / beta) + eps, -1, 0))
+
+
+@dataclass
+class BernoulliSPRT(SequentialTest):
+    """The SPRT on binary scores (see the module docstring). delta defaults to 0.05.
+
+    The decision's interval is the beta-binomial mixture confidence sequence (edgeready.sequential.mixture)
+    at levels alpha (lower) and beta (upper): an always-valid statement about p to read beside the verdict.
+    """
+
+    successes: int = field(default=0, init=False)
+    n: int = field(default=0, init=False)
+
+    name = "SPRT (Wald, Ville boundaries)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.delta is None:
+            self.delta = 0.05
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be within (0, 1), got {self.threshold}")
+        if not 0 < self.delta < 1 - self.threshold:
+            raise ValueError(f"an SPRT needs delta within (0, 1 - threshold), got {self.delta}")
+
+    def update(self, successes: int, n: int) -> Decision:
+        if n < 0 or not 0 <= successes <= n:
+            raise ValueError(f"a round needs 0 <= successes <= n, got {successes} of {n}")
+        return self.observe([1] * int(successes) + [0] * (int(n) - int(successes)))
+
+    def reachable(self, max_items: int) -> bool:
+        """Whether max_items correct answers in a row would pass: otherwise no run can."""
+        return bool(self._code(max_items, max_items) == 1)
+
+    def log_lr(self, successes: int, n: int) -> float:
+        assert self.delta is not None
+        up, down = llr_steps(self.threshold, self.threshold + self.delta)
+        return successes * up + (n - successes) * down
+
+    def _code(self, k: int, n: int) -> int:
+        assert self.beta is not None and self.delta is not None
+        return int(sprt_decide(np.array(k), np.array(n), self.threshold, self.delta, self.alpha, self.beta))
+
+    def _add(self, scores: Sequence[float]) -> None:
+        bad = [s for s in scores if s not in (0, 1)]
+        if bad:
+            raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
+        self.successes += int(sum(scores))
+        self.n += len(scores)
+
+    def _not_shown(self, decision: Decision) -> str:
+        return (f"the likelihood ratio {evalue_text(decision.log_evalue_pass)} of accuracy "
+                f"{self.threshold + (self.delta or 0):g} against {self.threshold:g} is below 1/alpha = "
+                f"{1 / self.alpha:g}, so the minimum is not shown to be met")
+
+    def _evaluate(self) -> Decision:
+        assert self.beta is not None and self.delta is not None
+        k, n = self.successes, self.n
+        s = self.log_lr(k, n)
+        w = DEFAULT_PRIOR_WEIGHT
+        lower = confidence_bounds(k, n, self.alpha, w * self.threshold, w * (1 - self.threshold))[0]
+        upper = confidence_bounds(k, n, self.beta, w * self.threshold, w * (1 - self.threshold))[1]
+        p1 = self.threshold + self.delta
+        observed = f"{k}/{n} = {k / n:.3f}" if n else "no items"
+        code = self._code(k, n)
+        if code == 1:
+            status: Status = "pass"
+            reason = (f"stopped at n={n} because the likelihood ratio of accuracy {p1:g} against the minimum "
+                      f"{self.threshold:g} is {evalue_text(s)} >= 1/alpha = {1 / self.alpha:g} ({observed} correct)")
+        elif code == -1:
+            status = "fail"
+            reason = (f"stopped at n={n} because the likelihood ratio of the minimum {self.threshold:g} against "
+                      f"{p1:g} (minimum + indifference {self.delta:g}) is {evalue_text(-s)} >= 1/beta = "
+                      f"{1 / self.beta:g} ({observed} correct)")
+        else:
+            status = "continue"
+            reason = (f"n={n}: {observed} correct; likelihood ratio {evalue_text(s)} between "
+                      f"{self.beta:g} and {1 / self.alpha:g} ({self.levels()}); continue")
+        return Decision(status=status, n=n, estimate=k / n if n else None, lower=lower, upper=upper,
+                        log_evalue_pass=s, log_evalue_fail=-s, reason=reason, successes=k)
+
+
+# -- exact operating characteristics -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Exact behaviour of a test at one true accuracy p."""
+
+    p: float
+    pass_prob: float
+    fail_prob: float  # decided "fail" before the cap
+    undecided_prob: float  # reached the cap without a verdict (the gate reports a fail)
+    mean_items: float
+
+    @property
+    def reject_prob(self) -> float:
+        """Probability that the gate does not pass (a decided fail or the cap)."""
+        return self.fail_prob + self.undecided_prob
+
+
+def operating_characteristics(p: float, rule: Callable[[np.ndarray, int], np.ndarray], round_size: int,
+                              max_items: int) -> OperatingPoint:
+    """Exact pass/fail probabilities and expected items of `rule(successes, n) -> codes` (+1 pass, -1 fail,
+    0 continue), looked at after every `round_size` items up to `max_items`, for i.i.d. Bernoulli(p)
+    scores: the distribution of the number correct is carried round to round, less what stopped."""
+    from scipy.stats import binom
+
+    if round_size < 1 or max_items < 1:
+        raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {max_items}")
+    alive = np.ones(1)  # P(k correct so far and still running), k = 0..n
+    n = 0
+    passed = failed = items = 0.0
+    while n < max_items:
+        step = min(round_size, max_items - n)
+        alive = np.convolve(alive, binom.pmf(np.arange(step + 1), step, p))
+        n += step
+        codes = rule(np.arange(n + 1), n)
+        p_pass, p_fail = float(alive[codes == 1].sum()), float(alive[codes == -1].sum())
+        passed, failed = passed + p_pass, failed + p_fail
+        items += n * (p_pass + p_fail)
+        alive = np.where(codes == 0, alive, 0.0)
+    undecided = float(alive.sum())
+    return OperatingPoint(p=p, pass_prob=passed, fail_prob=failed, undecided_prob=undecided,
+                          mean_items=items + max_items * undecided)
+
+
+def sprt_rule(threshold: float, delta: float, alpha: float, beta: float) -> Callable[[np.ndarray, int], np.ndarray]:
+    def rule(k: np.ndarray, n: int) -> np.ndarray:
+        return sprt_decide(k, np.full_like(k, n), threshold, delta, alpha, beta)
+
+    return rule
+
+
+@dataclass(frozen=True)
+class FixedDesign:
+    """The smallest fixed-n test with the same error rates: answer n items, pass when at least `k_min` are
+    correct (the one-sided exact binomial test at level alpha, the most powerful fixed-n test)."""
+
+    n: int
+    k_min: int
+    alpha: float  # realized P(pass | p = p_min), <= the nominal alpha
+    power: float  # realized P(pass | p = p_min + delta), >= 1 - beta
+
+
+def fixed_n_design(threshold: float, delta: float, alpha: float, beta: float, n_max: int = 200_000) -> FixedDesign:
+    """Smallest n at which the level-alpha exact binomial test has power >= 1 - beta at threshold + delta."""
+    from scipy.stats import binom
+
+    if not 0 < delta < 1 - threshold:
+        raise ValueError(f"delta must be within (0, 1 - threshold), got {delta}")
+    lo = 1
+    while lo <= n_max:
+        ns = np.arange(lo, min(2 * lo, n_max) + 1)
+        k_min = binom.isf(alpha, ns, threshold).astype(np.int64) + 1  # P(K >= k_min | p_min) <= alpha
+        power = binom.sf(k_min - 1, ns, threshold + delta)
+        ok = np.flatnonzero(power >= 1 - beta)
+        if ok.size:
+            i = int(ok[0])
+            n, k = int(ns[i]), int(k_min[i])
+            return FixedDesign(n=n, k_min=k, alpha=float(binom.sf(k - 1, n, threshold)), power=float(power[i]))
+        lo = int(ns[-1]) + 1
+    raise ValueError(f"no fixed n <= {n_max} reaches power {1 - beta:g} at {threshold + delta:g}")
