@@ -119,3 +119,22 @@ def test_parallel_run_gives_the_same_gates(two_targets, tmp_path):
 
     assert gates(tmp_path) == gates(serial_reports)
     assert len(gates(tmp_path)) == 4
+
+
+def test_two_candidates_spread_over_two_workers_with_the_serial_verdicts(tmp_path):
+    """-n 2 with two candidates: each worker takes one candidate (and loads its model once); the verdicts
+    equal a serial run's."""
+    args = ("-m", "device and accuracy", "--candidate", "gemma3-270m-q4km", "--candidate", "smollm2-135m-q4",
+            "--target", str(FIXTURES / "e2e-pass.yaml"), "--no-cache")
+    serial = run_gate(*args, "--reports", str(tmp_path / "serial"))
+    parallel = run_gate(*args, "-n", "2", "-v", "--reports", str(tmp_path / "parallel"))
+    assert serial.returncode == parallel.returncode == 0, parallel.stdout[-3000:]
+
+    def gates(reports):
+        return [(v["candidate"], g, r["status"], r["value"], r["n"])
+                for v in verdict(reports)["verdicts"] for g, r in v["gates"].items()]
+
+    assert gates(tmp_path / "parallel") == gates(tmp_path / "serial")
+    assert len(gates(tmp_path / "serial")) == 2
+    # Both workers ran a test: the candidates were not serialized onto one.
+    assert "[gw0]" in parallel.stdout and "[gw1]" in parallel.stdout

@@ -10,7 +10,10 @@ from edgeready.config_errors import ConfigError
 from edgeready.targets import load_target, resolve_target
 from tests.conftest import ROOT, run_gate
 
-GOOD = (ROOT / "thresholds" / "device" / "default.yaml").read_text()
+SHIPPED = (ROOT / "thresholds" / "device" / "default.yaml").read_text()
+SEQUENTIAL_BLOCK = "    mode: sequential\n    sample_size: 854\n    round_size: 10\n    delta: 0.05\n"
+# The default target with a fixed-n accuracy gate: the cases below edit it.
+GOOD = SHIPPED.replace(SEQUENTIAL_BLOCK, "    sample_size: 120\n")
 
 
 def write(tmp_path: Path, text: str, role: str = "device") -> Path:
@@ -125,3 +128,9 @@ def test_a_sequential_target_loads_with_its_error_rates(tmp_path):
     acc, hal = t.gates.accuracy, t.gates.hallucination
     assert acc.cap == 400 and acc.beta == pytest.approx(0.1) and acc.test == "sprt" and acc.delta == 0.04
     assert hal.cap == hal.sample_size == 10 and hal.round_size == 5 and hal.beta == pytest.approx(0.05)
+
+
+def test_the_shipped_default_is_sequential():
+    assert SEQUENTIAL_BLOCK in SHIPPED
+    acc = load_target(ROOT / "thresholds" / "device" / "default.yaml").gates.accuracy
+    assert acc.mode == "sequential" and acc.test == "sprt" and acc.cap == 854 and acc.delta == 0.05
