@@ -22,6 +22,7 @@ class DeferredAdapter:
     def __init__(self, factory: Callable[[], Adapter], *, name: str, description: dict[str, Any]):
         self._factory = factory
         self._adapter: Adapter | None = None
+        self._evaluated_before: int | None = 0
         self.name = name
         self._description = description
 
@@ -32,6 +33,8 @@ class DeferredAdapter:
     def get(self) -> Adapter:
         if self._adapter is None:
             self._adapter = self._factory()
+            # The factory may hand back an adapter that earlier gates already used: count from here.
+            self._evaluated_before = self._count(self._adapter)
         return self._adapter
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
@@ -39,10 +42,15 @@ class DeferredAdapter:
 
     @property
     def prompt_tokens_evaluated(self) -> int | None:
-        """The built adapter's count of evaluated prompt tokens; 0 while nothing was built."""
+        """Prompt tokens the built adapter evaluated through this wrapper; 0 while nothing was built."""
         if self._adapter is None:
             return 0
-        value = getattr(self._adapter, "prompt_tokens_evaluated", None)
+        now = self._count(self._adapter)
+        return None if now is None or self._evaluated_before is None else now - self._evaluated_before
+
+    @staticmethod
+    def _count(adapter: Adapter) -> int | None:
+        value = getattr(adapter, "prompt_tokens_evaluated", None)
         return value if isinstance(value, int) else None
 
     def describe(self) -> dict[str, object]:

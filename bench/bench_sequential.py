@@ -16,10 +16,11 @@ B. Hallucination, simulated: the betting test on passage scores from Beta distri
    what Gemma's passages show) vs the fixed-n one-sided z-test with the same alpha, beta and margin and the
    spread known in advance (the most favourable fixed-n case).
 C. Real runs on the packaged Gemma (the default device profile, the generation store under .cache/):
-   the whole embedded question pool answered once (fixed-n, 854 questions) gives the pool's accuracy p;
-   then sequential SPRT gates at minimum 0.35 (far), p - 0.05 (the candidate 5 points above) and p + 0.05
-   (5 points below), each drawing the same question order, so their answers come from the store; and one
-   sequential hallucination gate 20 points from its maximum.
+   WebQSP's 3,098 training questions (../shared/data) answered once, fixed-n, give the pool's accuracy p;
+   then sequential SPRT gates (margin 0.05) at minimum p - 0.15 (far), p - 0.05 (the candidate 5 points
+   above) and p + 0.05 (5 points below), each drawing the same question order, so their answers come from
+   the store; and one sequential hallucination gate 20 points from its maximum. (The embedded set's 854
+   questions are too few a budget for this design's power: the target would be refused.)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ ROUND = 10
 GOAL = 0.40
 DESIGNS = ((0.35, 0.05), (0.35, 0.04), (0.35, 0.03), (0.45, 0.05))
 GAPS = (-0.20, -0.10, -0.05, 0.0, "d/2", "d", 0.05, 0.10, 0.20)
-POOL = 854  # the embedded countries-kb set
+POOL = 3098  # WebQSP's train split: the real runs need a budget well above the fixed-n design's 1,000-odd items
+DATA = ROOT.parent / "shared" / "data"
 
 
 def kl(a: float, b: float) -> float:
@@ -116,7 +118,7 @@ gates:
 """
 ACCURACY = """\
   accuracy:
-    dataset: {{kind: countries-kb}}
+    dataset: {{kind: webqsp, path: webqsp/WebQSP.train.json}}
     sample_size: {n}
     seed: 0
     min_accuracy: {p_min}
@@ -151,14 +153,15 @@ def _gate_run(tmp: Path, name: str, gate_yaml: str, marker: str) -> tuple[dict[s
 
 def real_runs(tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    pool, wall = _gate_run(tmp, "pool", ACCURACY.format(n=POOL, p_min=0.05), "accuracy")
+    pool, wall = _gate_run(tmp, "pool", ACCURACY.format(n=POOL, p_min=0.01), "accuracy")
     p = pool["value"]
     out["pool"] = {"n": pool["n"], "accuracy": p, "cache_hits": pool["measurement"]["details"]["cache_hits"],
                    "wall_s": round(wall, 1)}
     print(f"real pool: {pool['n']} questions, accuracy {p:.4f} ({out['pool']['cache_hits']} from the store, "
           f"{wall:.0f} s)", flush=True)
     delta = 0.05
-    for label, p_min in (("far", 0.35), ("5 above", round(p - 0.05, 4)), ("5 below", round(p + 0.05, 4))):
+    for label, p_min in (("far", round(max(0.02, p - 0.15), 4)), ("5 above", round(p - 0.05, 4)),
+                         ("5 below", round(p + 0.05, 4))):
         gate = ACCURACY.format(n=POOL, p_min=p_min) + SEQUENTIAL.format(round=ROUND, delta=delta)
         acc, wall = _gate_run(tmp, f"seq-{label.replace(' ', '')}", gate, "accuracy")
         seq = acc["measurement"]["details"]["sequential"]
@@ -234,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in headline.items():
         print(f"  {k}: 5 points below {v['5 below']:.3f}, 5 points above {v['5 above']:.3f}, "
               f"20 points away <= {v['far (+-20)']:.3f}")
-    if not args.no_real:
+    if not args.no_real and not (DATA / "webqsp" / "WebQSP.train.json").is_file():
+        print(f"real runs skipped: {DATA / 'webqsp' / 'WebQSP.train.json'} not found")
+    elif not args.no_real:
         with tempfile.TemporaryDirectory(prefix="edgeready-bench-seq-") as tmp:
             try:
                 result["real"] = real_runs(Path(tmp))

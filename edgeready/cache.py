@@ -12,7 +12,7 @@ Embedded SQLite (stdlib sqlite3), chosen because several pytest-xdist workers ma
   not cross fork()); a lock serializes threads of one process on it.
 
 The key is the sha256 of a canonical JSON (sorted keys, no whitespace) of:
-- `schema`: SCHEMA_VERSION, bumped whenever the key or the stored value changes meaning;
+- `schema`: KEY_VERSION, bumped whenever the key or the stored value changes meaning;
 - `model_sha256`: the digest of the GGUF file (its weights, tokenizer and chat template);
 - `runtime`: what the caller passes to describe the runtime, for llama.cpp its name, the
   llama-cpp-python version, `system_info` (the build flags: SIMD, BLAS, backends) and the adapter
@@ -37,7 +37,12 @@ from typing import Any
 
 from edgeready.records import GenerationRequest, Response, Timings
 
-SCHEMA_VERSION = 3  # 2: GenerationRequest.shared_prefix joined the key; 3: the scores table joined
+# Two versions: KEY_VERSION enters every key (bump it when keys or stored values change meaning: every old
+# row becomes unreachable); SCHEMA_VERSION is the file's layout (bump it to add a table: rows are kept).
+KEY_VERSION = 2  # 2: GenerationRequest.shared_prefix joined the key
+SCHEMA_VERSION = 3  # 3: the scores table joined
+# The first file schema written with each key version: a file older than that holds unreachable keys.
+_FIRST_SCHEMA_OF_KEY = {2: 2}
 STORE_FILENAME = "generations.sqlite"
 # Request fields that do not change what a model generates.
 _NOT_IN_KEY = frozenset({"tag"})
@@ -77,7 +82,7 @@ def request_fields(request: GenerationRequest) -> dict[str, Any]:
 
 def generation_key(request: GenerationRequest, *, model_sha256: str, runtime: Mapping[str, Any]) -> str:
     payload = {
-        "schema": SCHEMA_VERSION,
+        "schema": KEY_VERSION,
         "model_sha256": model_sha256,
         "runtime": _plain(dict(runtime)),
         "request": request_fields(request),
@@ -223,9 +228,10 @@ class GenerationStore:
                     "CREATE TABLE IF NOT EXISTS scores ("
                     " key TEXT PRIMARY KEY, scores TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
                 )
-                # An older edgeready derived its keys differently: none of its rows can be reached
-                # again, so empty the table rather than stop the run (the layout is unchanged).
-                conn.execute("DELETE FROM generations")
+                if version < _FIRST_SCHEMA_OF_KEY[KEY_VERSION]:
+                    # An older edgeready derived its keys differently: none of its rows can be reached
+                    # again, so empty the table rather than stop the run.
+                    conn.execute("DELETE FROM generations")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise CacheError(

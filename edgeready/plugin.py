@@ -71,6 +71,12 @@ def _runs_suites(config: pytest.Config) -> bool:
     return not args or any(Path(a).resolve().is_relative_to(ROOT / "suites") for a in args if Path(a).exists())
 
 
+def _only_suites(config: pytest.Config) -> bool:
+    """The run collects the gate suites and nothing else (no path given, or only paths inside suites/)."""
+    args = [a for a in config.args if not a.startswith("-")]
+    return not args or all(Path(a).exists() and Path(a).resolve().is_relative_to(ROOT / "suites") for a in args)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     opt = config.option
@@ -82,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"options as --target=PATH (with '='), or add -c {ROOT / 'pyproject.toml'}"
         )
     reports = Path(opt.reports)
-    if _runs_suites(config):
+    if _only_suites(config):
         # The gate suites hold no hypothesis test, but hypothesis's pytest plugin (installed with the dev
         # extra) imports all of hypothesis in its terminal summary: 1.5 s of every gate run here, most of
         # a fully cached re-run. Its own pytest_configure has run or runs now; nothing else of it is needed.
@@ -112,9 +118,10 @@ def pytest_configure(config: pytest.Config) -> None:
             candidates += [v for c in candidates if c.offload is not None for v in baselines(c)]
         if opt.limit is not None:
             for t in targets:
-                if t.gates.accuracy is not None:
+                for gate in (t.gates.accuracy, t.gates.hallucination):
                     try:
-                        t.gates.accuracy.ensure_reachable(opt.limit)
+                        if gate is not None:
+                            gate.ensure_reachable(opt.limit)
                     except ValueError as exc:
                         raise ConfigError(f"--limit {opt.limit} with target {t.source}: {exc}") from None
     except ConfigError as exc:

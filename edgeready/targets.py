@@ -114,12 +114,19 @@ class SequentialOptions(Strict):
         given = sorted(_SEQUENTIAL_ONLY & self.model_fields_set)
         if self.mode == "fixed" and given:
             raise ValueError(f"{', '.join(given)}: only used with mode: sequential (this gate is fixed-n)")
+        if self.mode == "sequential" and self.cap < self.round_size:
+            raise ValueError(f"max_items ({self.cap}) is smaller than round_size ({self.round_size})")
         return self
 
     @property
     def cap(self) -> int:
         """Items a sequential gate may score at most (a fixed gate scores exactly this many)."""
         return self.max_items if self.mode == "sequential" and self.max_items else self.sample_size
+
+    @property
+    def alpha(self) -> float:
+        """The false-pass rate: 1 - confidence, rounded so that 0.95 gives exactly 0.05."""
+        return round(1 - self.confidence, 12)
 
     @property
     def beta(self) -> float:
@@ -141,14 +148,30 @@ class AccuracyGate(SequentialOptions):
         if self.mode == "fixed":
             self.ensure_reachable(self.sample_size)
             return self
-        if self.max_items is not None and self.max_items < self.round_size:
-            raise ValueError(f"max_items ({self.max_items}) is smaller than round_size ({self.round_size})")
         if self.delta + self.min_accuracy >= 1:
             raise ValueError(f"min_accuracy + delta ({self.min_accuracy} + {self.delta}) must stay below 1")
         if self.test == "sprt" and self.delta == 0:
             raise ValueError("delta: an SPRT needs an indifference margin > 0 (e.g. 0.05), or use test: mixture")
         self.ensure_reachable(self.cap)
+        if self.delta > 0:
+            self._ensure_power()
         return self
+
+    def _ensure_power(self) -> None:
+        """The target promises that a model at min_accuracy + delta fails with probability <= beta. A budget
+        that runs out before the test decides is a fail too, so check the promise at this budget, exactly."""
+        from edgeready.gates.rounds import accuracy_test
+        from edgeready.sequential.sprt import budget_for_power, operating_characteristics
+
+        rule, p1 = accuracy_test(self).rule(), self.min_accuracy + self.delta
+        op = operating_characteristics(p1, rule, self.round_size, self.cap)
+        if op.reject_prob > self.beta:
+            enough = budget_for_power(rule, p1, self.beta, self.round_size, 2 * self.cap)
+            raise ValueError(
+                f"max_items {self.cap} is too small for power {1 - self.beta:g} at {p1:g}: a model at min_accuracy "
+                f"+ delta would not pass in {op.reject_prob:.1%} of runs (the budget runs out first in "
+                f"{op.undecided_prob:.1%}); raise max_items to about {enough or 'many more'}, widen delta, or "
+                "lower power")
 
     def ensure_reachable(self, n: int) -> None:
         """Raise ValueError when no run of n items could pass, even with every answer correct."""
@@ -210,12 +233,18 @@ class HallucinationGate(SequentialOptions):
             raise ValueError(f"delta must be within (0, max_rate = {self.max_rate}) for the sequential test")
         if self.max_rate >= 1:
             raise ValueError("max_rate 1 cannot be exceeded: use mode: fixed or a lower maximum")
+        self.ensure_reachable(self.cap)
+        return self
+
+    def ensure_reachable(self, n: int) -> None:
+        """Raise ValueError when no sequential run of n concepts could pass, even with every score 0."""
+        if self.mode == "fixed":
+            return
         from edgeready.gates.rounds import hallucination_test
 
-        if not hallucination_test(self).reachable(self.cap):
-            raise ValueError(f"max_rate {self.max_rate} cannot be shown within {self.cap} concepts even if every "
+        if not hallucination_test(self).reachable(n):
+            raise ValueError(f"max_rate {self.max_rate} cannot be shown within {n} concepts even if every "
                              "sentence scored 0; raise max_items or the maximum")
-        return self
 
 
 class EnergyGate(Strict):
@@ -290,6 +319,11 @@ class Target(Strict):
             raise ValueError("gates.energy may fall back to an estimate but profile.power is missing")
         if self.gates.latency is not None and self.role != "offload":
             raise ValueError("gates.latency applies to offload targets only")
+        if self.gates.latency is not None and self.gates.accuracy is not None \
+                and self.gates.accuracy.mode == "sequential":
+            # The latency gate (and --compare) reuse the accuracy gate's answers: they need all of them.
+            raise ValueError("gates.accuracy.mode: an offload target's latency gate reuses the accuracy gate's "
+                             "answers, which a sequential gate may stop early; use mode: fixed here")
         if self.role == "offload" and self.profile.network is None:
             raise ValueError("an offload target needs profile.network (rtt_ms, uplink_mbps, downlink_mbps)")
         expected_role = (info.context or {}).get("role")

@@ -25,6 +25,7 @@ from edgeready.cache import (
     canonical_json,
     generation_key,
     request_fields,
+    response_to_json,
     store_path,
 )
 from edgeready.records import GenerationRequest, Response, Timings
@@ -123,14 +124,14 @@ def test_key_changes_with_every_generation_field_model_and_build():
 
 
 def test_key_is_stable_across_releases():
-    # If this changes, old stores hold rows no new key can reach: bump SCHEMA_VERSION on purpose.
+    # If this changes, old stores hold rows no new key can reach: bump KEY_VERSION on purpose.
     req = GenerationRequest(prompt="stable")
     assert canonical_json(request_fields(req)) == (
         '{"logprobs":false,"max_tokens":32,"messages":[],"prompt":"stable","seed":0,"shared_prefix":"","stop":[],'
         '"temperature":0.0}'
     )
     pinned = {"runtime": "r", "version": "1", "system_info": "CPU : AVX2 = 1 | ", "settings": {"n_ctx": 512}}
-    assert _key(req, runtime=pinned) == "6fc183b45be5a423609d3612a9728c3b85c641c17277bc74394ffb5365d4e781"  # schema 3
+    assert _key(req, runtime=pinned) == "888edfa0077e251bdaa7ae18d4dbcba8179dca096a416bd53a264b14f767cb7c"
 
 
 def _writer(path: str, worker: int, start: multiprocessing.synchronize.Barrier, errors) -> None:
@@ -303,4 +304,39 @@ def test_older_schema_is_emptied_not_refused(tmp_path):
         conn.execute("PRAGMA user_version = 1")
     store = GenerationStore(path)
     assert store.get_many(["old"]) == {} and store.stats()["rows"] == 0
+    store.close()
+
+
+def test_schema_2_store_keeps_its_generations_and_gains_the_scores_table(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE generations (key TEXT PRIMARY KEY, response TEXT NOT NULL, request TEXT NOT NULL,"
+                     " created REAL NOT NULL) WITHOUT ROWID")
+        kept = Response(text="kept", prompt_tokens=1, completion_tokens=1, timings=Timings(total_s=0.1))
+        row = response_to_json(kept)
+        conn.execute("INSERT INTO generations VALUES ('k2', ?, '{}', 0)", (row,))
+        conn.execute("PRAGMA user_version = 2")
+    store = GenerationStore(path)
+    assert store.get_many(["k2"])["k2"].text == "kept"
+    assert store.put_scores("s", [0.25, 1.0]) and not store.put_scores("s", [0.5])  # stored once
+    assert store.get_scores("s") == [0.25, 1.0] and store.get_scores("missing") is None
+    assert store.stats()["score_rows"] == 1
+    store.close()
+
+
+def test_sentence_scores_are_stored_and_keyed_by_scorer_and_inputs(tmp_path):
+    from edgeready.selfcheck.cached import CachedScorer, scorer_identity
+    from edgeready.selfcheck.ngram import NgramScorer
+
+    store = GenerationStore(tmp_path / "g.sqlite")
+    inner = NgramScorer()
+    cached = CachedScorer(inner, store, scorer_identity(inner, {}))
+    sents, evidence = ["Paris is the capital of France."], ["Paris is in France.", "Lyon is a city."]
+    first = cached.score(sents, evidence)
+    again = CachedScorer(inner, store, scorer_identity(inner, {})).score(sents, evidence)
+    assert again == first == inner.score(sents, evidence) and cached.misses == 1
+    other = CachedScorer(inner, store, scorer_identity(inner, {"n": 2}))
+    assert other.key(sents, evidence) != cached.key(sents, evidence)
+    assert cached.key(sents, evidence[:1]) != cached.key(sents, evidence)
+    assert cached.key(["Lyon."], evidence) != cached.key(sents, evidence)
     store.close()

@@ -1,6 +1,7 @@
 """End to end: the hallucination gate on the real default model, with real sentence scorers."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,9 @@ def test_sequential_gate_stops_early_and_a_rerun_loads_neither_model(tmp_path):
     # Far below its maximum (0.95), the test stops after a round or two of its 20-concept budget.
     assert seq["decision"] == "pass" and seq["stopped_by"] == "pass boundary" and seq["items_used"] < 20
     assert seq["reason"].startswith(f"stopped at n={seq['items_scored']} because the evidence")
-    assert g["checks"][0]["observed"] >= g["checks"][0]["threshold"] == pytest.approx(20)
+    # The check compares the very log e-value the test stopped by with log(1/alpha) = log 20.
+    assert g["checks"][0]["observed"] == seq["log_evalue_pass"] >= g["checks"][0]["threshold"] == pytest.approx(
+        math.log(20))
     assert g["interval"]["method"] == "betting confidence sequence (passage level)"
     assert g["interval"]["low"] <= g["value"] <= g["interval"]["high"] < 0.95
     records = [json.loads(x) for x in Path(g["items_file"]).read_text().splitlines()]

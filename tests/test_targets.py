@@ -11,7 +11,7 @@ from edgeready.targets import load_target, resolve_target
 from tests.conftest import ROOT, run_gate
 
 SHIPPED = (ROOT / "thresholds" / "device" / "default.yaml").read_text()
-SEQUENTIAL_BLOCK = "    mode: sequential\n    sample_size: 854\n    round_size: 10\n    delta: 0.05\n"
+SEQUENTIAL_BLOCK = "    mode: sequential\n    sample_size: 854\n    round_size: 10\n    delta: 0.10\n"
 # The default target with a fixed-n accuracy gate: the cases below edit it.
 GOOD = SHIPPED.replace(SEQUENTIAL_BLOCK, "    sample_size: 120\n")
 
@@ -84,6 +84,9 @@ def test_invalid_yaml_names_the_line(tmp_path):
         ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    power: 0.4", "power: Input should be "
          "greater than 0.5"),
         ("max_rate: 0.6", "max_rate: 0.6\n    mode: sequential\n    delta: 0.7", "delta must be within"),
+        # The promised power must hold at the budget, "not shown" stops included (exact).
+        ("sample_size: 120", "sample_size: 300\n    mode: sequential\n    delta: 0.05", "max_items 300 is too small "
+         "for power 0.95 at 0.4: a model at min_accuracy \\+ delta would not pass in"),
         ("max_rate: 0.6", "max_rate: 0.02\n    mode: sequential\n    delta: 0.01", "cannot be shown within 10"),
     ],
 )
@@ -122,15 +125,15 @@ def test_limit_that_makes_the_minimum_unreachable_is_a_usage_error(tmp_path):
 
 def test_a_sequential_target_loads_with_its_error_rates(tmp_path):
     text = GOOD.replace("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    max_items: 400\n"
-                        "    power: 0.9\n    delta: 0.04")
+                        "    power: 0.9\n    delta: 0.1")
     text = text.replace("max_rate: 0.6", "max_rate: 0.6\n    mode: sequential")
     t = load_target(write(tmp_path, text))
     acc, hal = t.gates.accuracy, t.gates.hallucination
-    assert acc.cap == 400 and acc.beta == pytest.approx(0.1) and acc.test == "sprt" and acc.delta == 0.04
+    assert acc.cap == 400 and acc.beta == pytest.approx(0.1) and acc.test == "sprt" and acc.delta == 0.1
     assert hal.cap == hal.sample_size == 10 and hal.round_size == 5 and hal.beta == pytest.approx(0.05)
 
 
 def test_the_shipped_default_is_sequential():
     assert SEQUENTIAL_BLOCK in SHIPPED
     acc = load_target(ROOT / "thresholds" / "device" / "default.yaml").gates.accuracy
-    assert acc.mode == "sequential" and acc.test == "sprt" and acc.cap == 854 and acc.delta == 0.05
+    assert acc.mode == "sequential" and acc.test == "sprt" and acc.cap == 854 and acc.delta == 0.10

@@ -7,7 +7,6 @@ reported beside it.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -149,15 +148,16 @@ def measure_accuracy(
 def judge_accuracy(base: dict[str, str], m: Measurement, gate: AccuracyGate, candidate: Candidate) -> GateResult:
     assert m.interval is not None
     seq = m.details.get("sequential", {})
-    if seq.get("mode") == "sequential" and gate.test == "sprt":
-        # The SPRT decides by its likelihood ratio; the interval beside it is for reading.
-        check = Check(name="accuracy", observed=math.exp(min(seq["log_evalue_pass"], 690.0)), op=">=",
-                      threshold=1 / seq["alpha"], unit="",
-                      compared=f"SPRT likelihood ratio of {gate.min_accuracy + gate.delta:g} vs {gate.min_accuracy:g}")
+    if seq.get("mode") == "sequential":
+        # A sequential test decides by its e-value: the check compares the very float it decided by with the
+        # very boundary, log(1/alpha). The interval beside it is for reading.
+        evidence = (f"log likelihood ratio of accuracy {gate.min_accuracy + gate.delta:g} vs {gate.min_accuracy:g}"
+                    if gate.test == "sprt" else f"log e-value against accuracy <= {gate.min_accuracy:g}")
+        check = Check(name="accuracy", observed=seq["log_evalue_pass"], op=">=", threshold=seq["log_boundary_pass"],
+                      unit="", compared=f"{evidence} (boundary log(1/alpha))")
     else:
-        compared = ("always-valid lower bound" if seq.get("mode") == "sequential" else "Wilson lower bound")
         check = Check(name="accuracy", observed=m.interval.low, op=">=", threshold=gate.min_accuracy, unit="",
-                      compared=f"{compared} ({gate.confidence:.0%})")
+                      compared=f"Wilson lower bound ({gate.confidence:.0%})")
     if seq.get("stopped_by") == "budget":
         advice = (f"inconclusive rather than bad: {seq['items_used']} items did not settle the test "
                   f"({seq['reason']}); raise max_items (a fixed-n test at these error rates needs "

@@ -10,7 +10,6 @@ when the upper bound of a bootstrap interval over passages is within the maximum
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import time
@@ -215,20 +214,25 @@ def judge_hallucination(
 ) -> GateResult:
     assert m.interval is not None
     seq = m.details.get("sequential", {})
-    if seq.get("mode") == "sequential":
-        check = Check("hallucination_rate", math.exp(min(seq["log_evalue_pass"], 690.0)), ">=", 1 / seq["alpha"], "",
-                      f"betting e-value that the passage-level rate is below {gate.max_rate:g}")
+    sequential = seq.get("mode") == "sequential"
+    if sequential:
+        # The e-value the test decided by, against the boundary it used (see judge_accuracy).
+        check = Check("hallucination_rate", seq["log_evalue_pass"], ">=", seq["log_boundary_pass"], "",
+                      f"log e-value that the passage-level rate is below {gate.max_rate:g} (boundary log(1/alpha))")
     else:
         check = Check("hallucination_rate", m.interval.high, "<=", gate.max_rate, "",
                       f"bootstrap upper bound ({gate.confidence:.0%})")
-    over = f"by {m.interval.high - gate.max_rate:.3f} (upper bound)" if m.interval.high > gate.max_rate else ""
-    advice = (f"hallucination rate over the maximum {over}: quantize at more bits "
-              f"than {candidate.quantization or 'now'} (low-bit models drift from the facts first), keep the "
-              "token embedding at Q8_0, prune fewer blocks, or distill/fine-tune on factual text")
-    if seq.get("stopped_by") == "budget" or (seq.get("mode") != "sequential" and m.value <= gate.max_rate):
-        key = "max_items" if seq.get("mode") == "sequential" else "sample_size"
+    steps = (f"quantize at more bits than {candidate.quantization or 'now'} (low-bit models drift from the facts "
+             "first), keep the token embedding at Q8_0, prune fewer blocks, or distill/fine-tune on factual text")
+    if sequential and seq.get("stopped_by") == "fail boundary":
+        advice = (f"hallucination rate {m.value:.3f} over {m.n} passages, shown above {gate.max_rate - gate.delta:g} "
+                  f"(maximum - indifference) by the sequential test at beta = {seq['beta']:g}: {steps}")
+    elif seq.get("stopped_by") == "budget" or (not sequential and m.value <= gate.max_rate):
+        key = "max_items" if sequential else "sample_size"
         advice = (f"inconclusive: the rate {m.value:.3f} was not shown to be within {gate.max_rate} at the "
                   f"target's confidence; score more concepts ({key}) before changing the model")
+    else:
+        advice = f"hallucination rate bound over the maximum by {m.interval.high - gate.max_rate:.3f}: {steps}"
     return judge(base, m, [check], advice)
 
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from edgeready.sequential.base import Decision, SequentialTest
+from edgeready.sequential.base import Decision, SequentialTest, boundary
 from edgeready.sequential.betting import BettingMeanTest
 from edgeready.sequential.mixture import SequentialProportionTest
 from edgeready.sequential.sprt import BernoulliSPRT
@@ -20,15 +20,13 @@ from edgeready.targets import AccuracyGate, HallucinationGate, SequentialOptions
 
 
 def accuracy_test(gate: AccuracyGate) -> SequentialTest:
-    alpha = round(1 - gate.confidence, 12)  # 0.050000000000000044 is 0.05
     if gate.test == "sprt":
-        return BernoulliSPRT(threshold=gate.min_accuracy, alpha=alpha, beta=gate.beta, delta=gate.delta)
-    return SequentialProportionTest(threshold=gate.min_accuracy, alpha=alpha, beta=gate.beta, delta=gate.delta)
+        return BernoulliSPRT(threshold=gate.min_accuracy, alpha=gate.alpha, beta=gate.beta, delta=gate.delta)
+    return SequentialProportionTest(threshold=gate.min_accuracy, alpha=gate.alpha, beta=gate.beta, delta=gate.delta)
 
 
 def hallucination_test(gate: HallucinationGate) -> BettingMeanTest:
-    return BettingMeanTest(threshold=gate.max_rate, alpha=round(1 - gate.confidence, 12), beta=gate.beta,
-                           delta=gate.delta)
+    return BettingMeanTest(threshold=gate.max_rate, alpha=gate.alpha, beta=gate.beta, delta=gate.delta)
 
 
 def score_in_rounds(n_items: int, gate: SequentialOptions, test: SequentialTest | None,
@@ -67,8 +65,10 @@ def sequential_details(gate: SequentialOptions, test: SequentialTest, decision: 
         "alpha": test.alpha,
         "beta": test.beta,
         "delta": test.delta,
-        "log_evalue_pass": round(decision.log_evalue_pass, 4),
-        "log_evalue_fail": round(decision.log_evalue_fail, 4),
+        # Unrounded: the gate's check compares exactly the number the test decided by.
+        "log_evalue_pass": decision.log_evalue_pass,
+        "log_evalue_fail": decision.log_evalue_fail,
+        "log_boundary_pass": boundary(test.alpha),
         "reason": decision.reason,
         "fixed_n_equivalent": fixed_equivalent,
     }
@@ -80,7 +80,7 @@ def accuracy_fixed_equivalent(gate: AccuracyGate) -> dict[str, Any] | None:
 
     if gate.delta <= 0:
         return None
-    d = fixed_n_design(gate.min_accuracy, gate.delta, 1 - gate.confidence, gate.beta)
+    d = fixed_n_design(gate.min_accuracy, gate.delta, gate.alpha, gate.beta)
     return {"n": d.n, "k_min": d.k_min, "alpha": round(d.alpha, 5), "power": round(d.power, 5),
             "how": "exact binomial test at level alpha with power 1 - beta at min_accuracy + delta"}
 
@@ -92,7 +92,7 @@ def mean_fixed_equivalent(gate: HallucinationGate, sd: float | None) -> dict[str
 
     if sd is None or not math.isfinite(sd) or sd <= 0:
         return None
-    z = norm.isf(1 - gate.confidence) + norm.isf(gate.beta)
+    z = norm.isf(gate.alpha) + norm.isf(gate.beta)
     return {"n": math.ceil((z * sd / gate.delta) ** 2), "sd": round(sd, 4),
             "how": "one-sided z-test at level alpha with power 1 - beta at max_rate - delta, "
                    "sized with the observed standard deviation of passage scores (estimated)"}

@@ -1,5 +1,9 @@
 """A sentence scorer that keeps its scores in the generation store, so a re-run scores nothing twice.
 
+torch's thread count is not in the key (as llama.cpp's is not in a generation's): another thread count may sum
+in another order and move a score in its last bits, and a re-run with another thread count reuses the stored
+scores.
+
 A passage's sentence scores are a pure function of the scorer (its name, options, code, the versions of
 the libraries it runs on and the files of its model) and of its inputs (the sentences and the evidence
 passages), so they are stored under the sha256 of a canonical JSON of all of these, in the store's
@@ -17,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeready.cache import SCHEMA_VERSION, GenerationStore, canonical_json
+from edgeready.cache import KEY_VERSION, GenerationStore, canonical_json
 from edgeready.selfcheck.base import SentenceScorer, check_inputs
 
 # Libraries whose versions can change a scorer's numbers (kernels, tokenizers, pooling).
@@ -49,13 +53,11 @@ def scorer_identity(scorer: SentenceScorer, options: Mapping[str, Any]) -> dict[
         "source": source,
         "libraries": {d: _version(d) for d in _LIBRARIES.get(scorer.name, ())},
     }
-    model_dir = getattr(scorer, "model_dir", None)
-    if callable(model_dir):
-        identity["model"] = {"path": str(model_dir()), "files": _files(model_dir())}
-    nli_source = getattr(scorer, "source", None)
-    if callable(nli_source):
-        path, local = nli_source()
-        identity["model"] = {"path": path, "files": _files(Path(path)) if local else None}
+    # The model's files (a hub id resolves to its cached snapshot, so a new snapshot is a new key).
+    locate = getattr(scorer, "model_dir", None) or getattr(scorer, "snapshot_dir", None)
+    if callable(locate):
+        where = locate()
+        identity["model"] = {"path": str(where), "files": _files(where) if where is not None else None}
     return identity
 
 
@@ -71,7 +73,7 @@ class CachedScorer:
         self.misses = 0
 
     def key(self, sentences: Sequence[str], evidence: Sequence[str]) -> str:
-        payload = {"schema": SCHEMA_VERSION, "scorer": self.identity, "sentences": list(sentences),
+        payload = {"schema": KEY_VERSION, "scorer": self.identity, "sentences": list(sentences),
                    "evidence": list(evidence)}
         return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 

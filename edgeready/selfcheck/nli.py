@@ -93,18 +93,26 @@ class NLIScorer:
 
     def preflight(self) -> None:
         """What load() needs, checked without importing torch: the packages and the model's files."""
+        force_offline()  # before huggingface_hub is imported: it reads HF_HUB_OFFLINE once
         for module in ("torch", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise ScorerUnavailable(f"NLI scorer needs transformers and torch: {_INSTALL_HINT}")
         source, local = self.source()
         if local and not Path(source).is_dir():
             raise ScorerUnavailable(f"NLI model directory {self.model_id} does not exist; {self._fix_hint()}")
-        if not local:
-            from huggingface_hub import try_to_load_from_cache
+        if not local and self.snapshot_dir() is None:
+            raise ScorerUnavailable(f"NLI model {source!r} is not in the local Hugging Face cache; {self._fix_hint()}")
 
-            if not isinstance(try_to_load_from_cache(source, "config.json"), str):
-                raise ScorerUnavailable(f"NLI model {source!r} is not in the local Hugging Face cache; "
-                                        f"{self._fix_hint()}")
+    def snapshot_dir(self) -> Path | None:
+        """The local directory the model loads from: the given directory, or the hub cache's snapshot."""
+        source, local = self.source()
+        if local:
+            return Path(source)
+        force_offline()
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(source, "config.json")
+        return Path(found).parent if isinstance(found, str) else None
 
     def load(self) -> NLIScorer:
         """Load tokenizer and classifier once; ScorerUnavailable names the model and the fix."""

@@ -9,6 +9,7 @@ as the verdict is settled at the target's error rates (docs/SEQUENTIAL.md).
 - `betting.BettingMeanTest`: the hallucination gate's, a betting e-process for a mean in [0, 1].
 - `base`: the decision and the loop over rounds that they share.
 
-Import from the submodules: this package imports nothing itself, so validating a target (which checks that
-a sequential gate can pass at all) costs NumPy, not SciPy.
+Import from the submodules: this package imports nothing itself, so validating a target (which checks that a
+sequential gate can pass at all, and with the power it promises) costs NumPy, not SciPy, for the SPRT and the
+betting test (`test: mixture` needs scipy.special).
 """

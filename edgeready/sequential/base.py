@@ -119,6 +119,12 @@ class SequentialTest(ABC):
         """Why an undecided test is a fail, in words."""
 
 
+def boundary(level: float) -> float:
+    """log(1/level): where an e-value's log must reach for a decision at `level` (Ville's inequality). Every
+    rule and every report compares with this one float, so a verdict and its check can never disagree."""
+    return math.log(1 / level)
+
+
 def evalue_text(log_e: float) -> str:
     # exp() overflows past ~709; a huge e-value is as clear written as a power of e.
     return f"{math.exp(log_e):.3g}" if log_e < 700 else f"e^{log_e:.0f}"

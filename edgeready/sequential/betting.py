@@ -28,13 +28,12 @@ The interval reported beside the decision is the set of means m that neither pro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeready.sequential.base import Decision, SequentialTest, Status, evalue_text
+from edgeready.sequential.base import Decision, SequentialTest, Status, boundary, evalue_text
 from edgeready.sequential.mixture import SimulationSummary
 
 TRUNCATION = 0.75  # c: the most a bet may risk, as a share of what it could lose (the paper uses 1/2 or 3/4)
@@ -84,7 +83,7 @@ def betting_decide(x: np.ndarray, threshold: float, delta: float, alpha: float, 
     the same two processes, so a simulation with this is a simulation of the gate's test."""
     up = cumulative_log_capital(x, threshold, +1)[..., ends - 1]
     down = cumulative_log_capital(x, threshold - delta, -1)[..., ends - 1]
-    return np.where(up >= math.log(1 / alpha), 1, np.where(down >= math.log(1 / beta), -1, 0))
+    return np.where(up >= boundary(alpha), 1, np.where(down >= boundary(beta), -1, 0))
 
 
 @dataclass
@@ -107,7 +106,7 @@ class BettingMeanTest(SequentialTest):
 
     def reachable(self, max_items: int) -> bool:
         """Whether max_items scores of 0 in a row would pass: otherwise no run can."""
-        return bool(log_capital(np.zeros(max_items), self.threshold, +1)[0] >= math.log(1 / self.alpha))
+        return bool(log_capital(np.zeros(max_items), self.threshold, +1)[0] >= boundary(self.alpha))
 
     def _add(self, scores: Sequence[float]) -> None:
         bad = [s for s in scores if not (isinstance(s, int | float) and 0.0 <= s <= 1.0)]
@@ -128,8 +127,8 @@ class BettingMeanTest(SequentialTest):
         # The bets depend on m, so rejection need not be monotone in m: keep the outermost means not
         # rejected, and round outwards by one grid step.
         step = float(_GRID[1] - _GRID[0])
-        kept_up = log_capital(x, _GRID, +1) < math.log(1 / self.alpha)  # m not shown to exceed the mean
-        kept_down = log_capital(x, _GRID, -1) < math.log(1 / self.beta)  # m not shown to be under the mean
+        kept_up = log_capital(x, _GRID, +1) < boundary(self.alpha)  # m not shown to exceed the mean
+        kept_down = log_capital(x, _GRID, -1) < boundary(self.beta)  # m not shown to be under the mean
         upper = min(1.0, float(_GRID[kept_up].max()) + step) if kept_up.any() else float(_GRID[0])
         lower = max(0.0, float(_GRID[kept_down].min()) - step) if kept_down.any() else float(_GRID[-1])
         return lower, max(upper, lower)
@@ -144,11 +143,11 @@ class BettingMeanTest(SequentialTest):
         lower, upper = self.interval()
         mean = float(x.mean()) if n else None
         observed = f"mean {mean:.3f} over {n}" if n else "no items"
-        if e_pass >= math.log(1 / self.alpha):
+        if e_pass >= boundary(self.alpha):
             status: Status = "pass"
             reason = (f"stopped at n={n} because the evidence that the rate is below {self.threshold:g} is "
                       f"{evalue_text(e_pass)} >= 1/alpha = {1 / self.alpha:g} ({observed})")
-        elif e_fail >= math.log(1 / self.beta):
+        elif e_fail >= boundary(self.beta):
             status = "fail"
             reason = (f"stopped at n={n} because the evidence that the rate is above {floor:g} (maximum - "
                       f"indifference {self.delta:g}) is {evalue_text(e_fail)} >= 1/beta = {1 / self.beta:g} "

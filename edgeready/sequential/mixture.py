@@ -37,12 +37,12 @@ stratified sampler interleaves strata so any prefix keeps the mix; never order i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeready.sequential.base import Decision, SequentialTest, Status, evalue_text
+from edgeready.sequential.base import Decision, SequentialTest, Status, boundary, evalue_text
 
 # Prior pseudo-counts, centred on the threshold: Beta(c * p_min, c * (1 - p_min)). A prior near the
 # threshold spends its mass where the decision is hard. Of c in {1, 2, 4, 8, 16, 32}, c = 8 used the
@@ -75,8 +75,8 @@ def decide(successes: np.ndarray, n: np.ndarray, threshold: float, alpha: float,
     k = np.asarray(successes, dtype=np.float64)
     nn = np.asarray(n, dtype=np.float64)
     upper_ref = threshold + delta
-    passed = (k > nn * threshold) & (log_evalue(k, nn, threshold, a, b) >= -math.log(alpha))
-    failed = (k < nn * upper_ref) & (log_evalue(k, nn, upper_ref, a, b) >= -math.log(beta))
+    passed = (k > nn * threshold) & (log_evalue(k, nn, threshold, a, b) >= boundary(alpha))
+    failed = (k < nn * upper_ref) & (log_evalue(k, nn, upper_ref, a, b) >= boundary(beta))
     # A pass wins a tie: L_n >= p_min proves the minimum at level alpha even inside the indifference zone.
     return np.where(passed, 1, np.where(failed, -1, 0))
 
@@ -143,6 +143,16 @@ class SequentialProportionTest(SequentialTest):
         return bool(decide(np.array(max_items), np.array(max_items), self.threshold, self.alpha,
                            self.beta or self.alpha, self.delta or 0.0, a, b) == 1)
 
+    def rule(self) -> Callable[[np.ndarray, int], np.ndarray]:
+        """The decision as a vectorized (successes, n) -> codes rule, for exact operating characteristics."""
+        a, b = self.prior
+        thr, alpha, beta, delta = self.threshold, self.alpha, self.beta or self.alpha, self.delta or 0.0
+
+        def rule(k: np.ndarray, n: int) -> np.ndarray:
+            return decide(k, np.full_like(k, n), thr, alpha, beta, delta, a, b)
+
+        return rule
+
     # -- internals ----------------------------------------------------------------------------
     def _add(self, scores: Sequence[float]) -> None:
         bad = [s for s in scores if s not in (0, 1)]
@@ -162,8 +172,11 @@ class SequentialProportionTest(SequentialTest):
         code = int(decide(np.array(k), np.array(n), self.threshold, self.alpha, self.beta, self.delta, a, b))
         lower = confidence_bounds(k, n, self.alpha, a, b)[0]
         upper = confidence_bounds(k, n, self.beta, a, b)[1]
-        e_pass = float(log_evalue(k, n, self.threshold, a, b))
-        e_fail = float(log_evalue(k, n, self.threshold + self.delta, a, b))
+        # One-sided: evidence that p is BELOW p_min says nothing for a pass (and vice versa), so it is
+        # reported as an e-value of 1; then pass <=> log_evalue_pass >= boundary(alpha), exactly as `decide`.
+        e_pass = float(log_evalue(k, n, self.threshold, a, b)) if k > n * self.threshold else 0.0
+        ref = self.threshold + self.delta
+        e_fail = float(log_evalue(k, n, ref, a, b)) if k < n * ref else 0.0
         observed = f"{k}/{n} = {k / n:.3f}" if n else "no items"
         if code == 1:
             status: Status = "pass"

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeready.sequential.base import Decision, SequentialTest, Status, evalue_text
+from edgeready.sequential.base import Decision, SequentialTest, Status, boundary, evalue_text
 from edgeready.sequential.mixture import DEFAULT_PRIOR_WEIGHT, confidence_bounds
 
 
@@ -59,9 +59,7 @@ def sprt_decide(successes: np.ndarray, n: np.ndarray, threshold: float, delta: f
     up, down = llr_steps(threshold, threshold + delta)
     k = np.asarray(successes, dtype=np.float64)
     s = k * up + (np.asarray(n, dtype=np.float64) - k) * down
-    # A hair of tolerance so that a boundary hit exactly in exact arithmetic is not lost to rounding.
-    eps = 1e-9
-    return np.where(s >= math.log(1 / alpha) - eps, 1, np.where(s <= -math.log(1 / beta) + eps, -1, 0))
+    return np.where(s >= boundary(alpha), 1, np.where(s <= -boundary(beta), -1, 0))
 
 
 @dataclass
@@ -95,14 +93,21 @@ class BernoulliSPRT(SequentialTest):
         """Whether max_items correct answers in a row would pass: otherwise no run can."""
         return bool(self._code(max_items, max_items) == 1)
 
+    def rule(self) -> Callable[[np.ndarray, int], np.ndarray]:
+        """The decision as a vectorized (successes, n) -> codes rule, for `operating_characteristics`."""
+        assert self.beta is not None and self.delta is not None
+        return sprt_rule(self.threshold, self.delta, self.alpha, self.beta)
+
     def log_lr(self, successes: int, n: int) -> float:
+        """S_n, computed as `sprt_decide` computes it (the same float operations in the same order)."""
         assert self.delta is not None
         up, down = llr_steps(self.threshold, self.threshold + self.delta)
-        return successes * up + (n - successes) * down
+        return float(np.float64(successes) * up + (np.float64(n) - np.float64(successes)) * down)
 
     def _code(self, k: int, n: int) -> int:
         assert self.beta is not None and self.delta is not None
-        return int(sprt_decide(np.array(k), np.array(n), self.threshold, self.delta, self.alpha, self.beta))
+        s = self.log_lr(k, n)
+        return 1 if s >= boundary(self.alpha) else -1 if s <= -boundary(self.beta) else 0
 
     def _add(self, scores: Sequence[float]) -> None:
         bad = [s for s in scores if s not in (0, 1)]
@@ -167,8 +172,6 @@ def operating_characteristics(p: float, rule: Callable[[np.ndarray, int], np.nda
     """Exact pass/fail probabilities and expected items of `rule(successes, n) -> codes` (+1 pass, -1 fail,
     0 continue), looked at after every `round_size` items up to `max_items`, for i.i.d. Bernoulli(p)
     scores: the distribution of the number correct is carried round to round, less what stopped."""
-    from scipy.stats import binom
-
     if round_size < 1 or max_items < 1:
         raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {max_items}")
     alive = np.ones(1)  # P(k correct so far and still running), k = 0..n
@@ -176,7 +179,7 @@ def operating_characteristics(p: float, rule: Callable[[np.ndarray, int], np.nda
     passed = failed = items = 0.0
     while n < max_items:
         step = min(round_size, max_items - n)
-        alive = np.convolve(alive, binom.pmf(np.arange(step + 1), step, p))
+        alive = np.convolve(alive, _binomial_pmf(step, p))
         n += step
         codes = rule(np.arange(n + 1), n)
         p_pass, p_fail = float(alive[codes == 1].sum()), float(alive[codes == -1].sum())
@@ -186,6 +189,13 @@ def operating_characteristics(p: float, rule: Callable[[np.ndarray, int], np.nda
     undecided = float(alive.sum())
     return OperatingPoint(p=p, pass_prob=passed, fail_prob=failed, undecided_prob=undecided,
                           mean_items=items + max_items * undecided)
+
+
+def _binomial_pmf(n: int, p: float) -> np.ndarray:
+    """P(j correct of n), j = 0..n, in closed form (no scipy: target validation uses this)."""
+    j = np.arange(n + 1)
+    comb = np.array([math.comb(n, int(i)) for i in j], dtype=np.float64)
+    return comb * p**j * (1 - p) ** (n - j)
 
 
 def sprt_rule(threshold: float, delta: float, alpha: float, beta: float) -> Callable[[np.ndarray, int], np.ndarray]:
@@ -224,3 +234,15 @@ def fixed_n_design(threshold: float, delta: float, alpha: float, beta: float, n_
             return FixedDesign(n=n, k_min=k, alpha=float(binom.sf(k - 1, n, threshold)), power=float(power[i]))
         lo = int(ns[-1]) + 1
     raise ValueError(f"no fixed n <= {n_max} reaches power {1 - beta:g} at {threshold + delta:g}")
+
+
+def budget_for_power(rule: Callable[[np.ndarray, int], np.ndarray], p1: float, beta: float, round_size: int,
+                     start: int, limit: int = 200_000) -> int | None:
+    """A budget (doubling from `start`) at which a candidate at p1 fails to pass with probability <= beta, the
+    budget's own "not shown" stops included; None when none up to `limit` does."""
+    cap = max(start, round_size)
+    while cap <= limit:
+        if operating_characteristics(p1, rule, round_size, cap).reject_prob <= beta:
+            return cap
+        cap *= 2
+    return None
