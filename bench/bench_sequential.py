@@ -168,12 +168,16 @@ def real_runs(tmp: Path) -> dict[str, Any]:
         n_fixed = seq["fixed_n_equivalent"]["n"]
         # The truth is the pool's accuracy: the candidate should pass when p >= min + delta, fail when p < min.
         right = "pass" if p >= p_min + delta - 1e-9 else "fail" if p < p_min else "either"
+        # One run is one draw: beside it, what the exact computation expects of this design at the pool's p.
+        expected = operating_characteristics(p, sprt_rule(p_min, delta, ALPHA, BETA), ROUND, POOL).mean_items
         out[label] = {"min": p_min, "gap": round(p - p_min, 4), "status": acc["status"], "items": seq["items_used"],
                       "n_fixed": n_fixed, "ratio": round(seq["items_used"] / n_fixed, 3),
+                      "expected_items": round(expected, 1), "expected_ratio": round(expected / n_fixed, 3),
                       "right_verdict": right, "stopped_by": seq["stopped_by"], "reason": seq["reason"],
                       "accuracy": acc["value"], "wall_s": round(wall, 1)}
         print(f"real {label:8s} min {p_min:.4f} ({p - p_min:+.3f}): {acc['status']} after {seq['items_used']} items "
-              f"= {out[label]['ratio']:.3f} of the fixed test's {n_fixed} ({seq['stopped_by']})", flush=True)
+              f"= {out[label]['ratio']:.3f} of the fixed test's {n_fixed} ({seq['stopped_by']}; expected "
+              f"{out[label]['expected_ratio']:.3f})", flush=True)
     hal, wall = _gate_run(tmp, "hal-far", HALLUCINATION.format(n=40, max_rate=0.75), "hallucination")
     seq = hal["measurement"]["details"]["sequential"]
     fixed = seq["fixed_n_equivalent"] or {}

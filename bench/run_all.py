@@ -91,8 +91,9 @@ def rows_for(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         for label, x in (r.get("real") or {}).items():
             if label == "pool":
                 continue
+            expected = f"; exact expectation {x['expected_ratio']:.3f}" if "expected_ratio" in x else ""
             what = (f"sequential: real Gemma run, {label} ({x['status']}, {x['items']} items vs fixed "
-                    f"{x.get('n_fixed') or x.get('n_fixed_estimated')})")
+                    f"{x.get('n_fixed') or x.get('n_fixed_estimated')}{expected})")
             rows.append((what, f"{x['ratio']:.3f}" if x.get("ratio") is not None else "n/a",
                          "<= 0.40" if label.startswith("5") else "-",
                          yn(x["ratio"] <= GOAL_SEQUENTIAL) if label.startswith("5") else "-"))

@@ -265,11 +265,10 @@ class RunContext:
             assert hcfg is not None
             concepts, prov = load_concepts(hcfg.concepts, self.data_dir)
             chosen = choose_concepts(concepts, self.limit or hcfg.cap, hcfg.seed)
-            # Scores are stored only beside stored generations (device role): a server's texts may change.
+            # Sentence scores depend only on the texts (they are in the key), so they are stored for every role.
             return measure_hallucination(self.cached(pair), hcfg, chosen,
                                          {**prov, "population": len(concepts), **self._provenance(pair)},
-                                         pair.target.profile.threads,
-                                         store=self.store() if pair.role == "device" else None)
+                                         pair.target.profile.threads, store=self.store())
         if gate == "memory":
             return self._measure_memory(pair)
         if gate == "energy":

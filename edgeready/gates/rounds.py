@@ -45,7 +45,7 @@ def score_in_rounds(n_items: int, gate: SequentialOptions, test: SequentialTest 
         decision = test.observe(scores)
         if decision.status != "continue":
             return done, decision
-    why = "max_items reached" if n_items >= gate.cap else "no more items"
+    why = "max_items reached" if n_items >= gate.cap else f"all {n_items} items used"
     return done, test.finish(why)
 
 

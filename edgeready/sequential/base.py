@@ -61,6 +61,8 @@ class SequentialTest(ABC):
         for label, level in (("alpha", self.alpha), ("beta", self.beta)):
             if not 0 < level < 1:
                 raise ValueError(f"{label} must be within (0, 1), got {level}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be within (0, 1), got {self.threshold}")
 
     @property
     def decision(self) -> Decision | None:
@@ -117,6 +119,27 @@ class SequentialTest(ABC):
     @abstractmethod
     def _not_shown(self, decision: Decision) -> str:
         """Why an undecided test is a fail, in words."""
+
+
+@dataclass
+class BinaryTest(SequentialTest):
+    """A test on 0/1 scores (correct or not): it keeps the running counts."""
+
+    successes: int = field(default=0, init=False)
+    n: int = field(default=0, init=False)
+
+    def update(self, successes: int, n: int) -> Decision:
+        """One round given as counts: n new items, `successes` of them correct (increments, not totals)."""
+        if n < 0 or not 0 <= successes <= n:
+            raise ValueError(f"a round needs 0 <= successes <= n, got {successes} of {n}")
+        return self.observe([1] * int(successes) + [0] * (int(n) - int(successes)))
+
+    def _add(self, scores: Sequence[float]) -> None:
+        bad = [s for s in scores if s not in (0, 1)]
+        if bad:
+            raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
+        self.successes += int(sum(scores))
+        self.n += len(scores)
 
 
 def boundary(level: float) -> float:

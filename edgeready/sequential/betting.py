@@ -99,8 +99,6 @@ class BettingMeanTest(SequentialTest):
         super().__post_init__()
         if self.delta is None:
             self.delta = 0.05
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be within (0, 1), got {self.threshold}")
         if not 0 < self.delta < self.threshold:
             raise ValueError(f"delta must be within (0, threshold), got {self.delta}")
 

@@ -37,12 +37,12 @@ stratified sampler interleaves strata so any prefix keeps the mix; never order i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from edgeready.sequential.base import Decision, SequentialTest, Status, boundary, evalue_text
+from edgeready.sequential.base import BinaryTest, Decision, Status, boundary, evalue_text
 
 # Prior pseudo-counts, centred on the threshold: Beta(c * p_min, c * (1 - p_min)). A prior near the
 # threshold spends its mass where the decision is hard. Of c in {1, 2, 4, 8, 16, 32}, c = 8 used the
@@ -106,23 +106,18 @@ def confidence_bounds(successes: int, n: int, level: float, a: float, b: float) 
 
 
 @dataclass
-class SequentialProportionTest(SequentialTest):
+class SequentialProportionTest(BinaryTest):
     """The mixture test on binary scores. `update(successes, n)` takes one round as counts (increments,
     not running totals); `observe(scores)` takes it as 0/1 scores. beta defaults to alpha, delta (the
     indifference zone above p_min for failing) to 0."""
 
     prior_weight: float = DEFAULT_PRIOR_WEIGHT
-    successes: int = field(default=0, init=False)
-    n: int = field(default=0, init=False)
-
     name = "beta-binomial mixture confidence sequence"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.delta is None:
             self.delta = 0.0
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be within (0, 1), got {self.threshold}")
         if not 0 <= self.delta < 1 - self.threshold:
             raise ValueError(f"delta must be within [0, 1 - threshold), got {self.delta}")
         if self.prior_weight <= 0:
@@ -131,11 +126,6 @@ class SequentialProportionTest(SequentialTest):
     @property
     def prior(self) -> tuple[float, float]:
         return self.prior_weight * self.threshold, self.prior_weight * (1 - self.threshold)
-
-    def update(self, successes: int, n: int) -> Decision:
-        if n < 0 or not 0 <= successes <= n:
-            raise ValueError(f"a round needs 0 <= successes <= n, got {successes} of {n}")
-        return self.observe([1] * int(successes) + [0] * (int(n) - int(successes)))
 
     def reachable(self, max_items: int) -> bool:
         """Whether max_items correct answers in a row would pass: otherwise no run can."""
@@ -154,13 +144,6 @@ class SequentialProportionTest(SequentialTest):
         return rule
 
     # -- internals ----------------------------------------------------------------------------
-    def _add(self, scores: Sequence[float]) -> None:
-        bad = [s for s in scores if s not in (0, 1)]
-        if bad:
-            raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
-        self.successes += int(sum(scores))
-        self.n += len(scores)
-
     def _not_shown(self, decision: Decision) -> str:
         return (f"the always-valid lower bound {decision.lower:.3f} is below the minimum {self.threshold:g}, so "
                 f"the minimum is not shown to be met (interval [{decision.lower:.3f}, {decision.upper:.3f}])")

@@ -38,12 +38,12 @@ computed, not guessed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from edgeready.sequential.base import Decision, SequentialTest, Status, boundary, evalue_text
+from edgeready.sequential.base import BinaryTest, Decision, Status, boundary, evalue_text
 from edgeready.sequential.mixture import DEFAULT_PRIOR_WEIGHT, confidence_bounds
 
 
@@ -54,8 +54,9 @@ def llr_steps(p0: float, p1: float) -> tuple[float, float]:
 
 def sprt_decide(successes: np.ndarray, n: np.ndarray, threshold: float, delta: float, alpha: float,
                 beta: float) -> np.ndarray:
-    """Vectorized decision: +1 pass, -1 fail, 0 continue. The class uses this very function, so the exact
-    operating characteristics below are those of the test the gate runs."""
+    """Vectorized decision: +1 pass, -1 fail, 0 continue. The class computes S_n with the same float
+    operations (`BernoulliSPRT.log_lr`) against the same boundaries, and tests/test_sprt.py checks that both
+    stop alike, so the exact operating characteristics below are those of the test the gate runs."""
     up, down = llr_steps(threshold, threshold + delta)
     k = np.asarray(successes, dtype=np.float64)
     s = k * up + (np.asarray(n, dtype=np.float64) - k) * down
@@ -63,15 +64,12 @@ def sprt_decide(successes: np.ndarray, n: np.ndarray, threshold: float, delta: f
 
 
 @dataclass
-class BernoulliSPRT(SequentialTest):
+class BernoulliSPRT(BinaryTest):
     """The SPRT on binary scores (see the module docstring). delta defaults to 0.05.
 
     The decision's interval is the beta-binomial mixture confidence sequence (edgeready.sequential.mixture)
     at levels alpha (lower) and beta (upper): an always-valid statement about p to read beside the verdict.
     """
-
-    successes: int = field(default=0, init=False)
-    n: int = field(default=0, init=False)
 
     name = "SPRT (Wald, Ville boundaries)"
 
@@ -79,15 +77,8 @@ class BernoulliSPRT(SequentialTest):
         super().__post_init__()
         if self.delta is None:
             self.delta = 0.05
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be within (0, 1), got {self.threshold}")
         if not 0 < self.delta < 1 - self.threshold:
             raise ValueError(f"an SPRT needs delta within (0, 1 - threshold), got {self.delta}")
-
-    def update(self, successes: int, n: int) -> Decision:
-        if n < 0 or not 0 <= successes <= n:
-            raise ValueError(f"a round needs 0 <= successes <= n, got {successes} of {n}")
-        return self.observe([1] * int(successes) + [0] * (int(n) - int(successes)))
 
     def reachable(self, max_items: int) -> bool:
         """Whether max_items correct answers in a row would pass: otherwise no run can."""
@@ -108,13 +99,6 @@ class BernoulliSPRT(SequentialTest):
         assert self.beta is not None and self.delta is not None
         s = self.log_lr(k, n)
         return 1 if s >= boundary(self.alpha) else -1 if s <= -boundary(self.beta) else 0
-
-    def _add(self, scores: Sequence[float]) -> None:
-        bad = [s for s in scores if s not in (0, 1)]
-        if bad:
-            raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
-        self.successes += int(sum(scores))
-        self.n += len(scores)
 
     def _not_shown(self, decision: Decision) -> str:
         return (f"the likelihood ratio {evalue_text(decision.log_evalue_pass)} of accuracy "
