@@ -97,11 +97,11 @@ class NLIScorer:
         for module in ("torch", "transformers"):
             if importlib.util.find_spec(module) is None:
                 raise ScorerUnavailable(f"NLI scorer needs transformers and torch: {_INSTALL_HINT}")
-        source, local = self.source()
-        if local and not Path(source).is_dir():
-            raise ScorerUnavailable(f"NLI model directory {self.model_id} does not exist; {self._fix_hint()}")
-        if not local and self.snapshot_dir() is None:
-            raise ScorerUnavailable(f"NLI model {source!r} is not in the local Hugging Face cache; {self._fix_hint()}")
+        where = self.snapshot_dir()
+        if where is None or not where.is_dir():
+            what = (f"NLI model directory {self.model_id} does not exist" if self.source()[1]
+                    else f"NLI model {self.model_id!r} is not in the local Hugging Face cache")
+            raise ScorerUnavailable(f"{what}; {self._fix_hint()}")
 
     def snapshot_dir(self) -> Path | None:
         """The local directory the model loads from: the given directory, or the hub cache's snapshot."""
@@ -118,8 +118,7 @@ class NLIScorer:
         """Load tokenizer and classifier once; ScorerUnavailable names the model and the fix."""
         if self._model is not None:
             return self
-        self.preflight()
-        force_offline()
+        self.preflight()  # forces offline mode too
         try:
             import torch  # noqa: F401  (transformers needs it for the PyTorch model classes)
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
