@@ -1,5 +1,7 @@
-"""Adapters: how edgeready talks to a model where it runs. One protocol for all (see base.py)."""
+"""Adapters: how edgeready talks to a model where it runs. One protocol for all (see base.py).
 
-from adapters.base import Adapter
+The folder is installed as the package `edgeready.adapters`."""
 
-__all__ = ["Adapter"]
+from edgeready.adapters.base import Adapter, AdapterStats, AdapterWrapper
+
+__all__ = ["Adapter", "AdapterStats", "AdapterWrapper"]

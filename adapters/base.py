@@ -1,11 +1,42 @@
-"""The one adapter protocol: a batch of generation requests in, one response per request out."""
+"""The one adapter protocol: a batch of generation requests in, one response per request out.
+
+Installed as `edgeready.adapters` (the folder stays at the top of the repository, as the design lays it out).
+Everything a gate may read from an adapter is declared here: `generate`, `describe` (provenance for reports),
+`stats` (the counters adapters keep, typed) and `close`. Wrappers (the generation store, the deferred model
+load) derive from `AdapterWrapper`, which forwards all of them to the adapter they wrap.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Protocol, runtime_checkable
 
 from edgeready.records import GenerationRequest, Response
+
+
+@dataclass(frozen=True)
+class AdapterStats:
+    """Counters over an adapter's life. A counter the adapter does not keep is None (or empty)."""
+
+    # Device: prompt tokens llama.cpp evaluated, and those a kept prompt state let it skip.
+    prompt_tokens_evaluated: int | None = None
+    prompt_tokens_reused: int | None = None
+    # Generation store: requests answered from it and requests generated.
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    # Offload router: where requests were answered, fallbacks to the device and why, bytes on the network.
+    served_by_device: int | None = None
+    served_by_server: int | None = None
+    fallbacks: int | None = None
+    fallback_errors: tuple[str, ...] = ()
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+
+    def over(self, inner: AdapterStats) -> AdapterStats:
+        """These counters laid over `inner`'s: a wrapper's own counters win, the rest come from inside."""
+        mine = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, ())}
+        return replace(inner, **mine)
 
 
 @runtime_checkable
@@ -19,4 +50,31 @@ class Adapter(Protocol):
 
     def describe(self) -> dict[str, object]: ...
 
+    def stats(self) -> AdapterStats: ...
+
     def close(self) -> None: ...
+
+
+class AdapterWrapper:
+    """An adapter around another one. Forwards `describe`, `stats` and `close`; subclasses change `generate`
+    and lay their own counters over the inner ones."""
+
+    def __init__(self, inner: Adapter):
+        self._inner = inner
+        self.name = inner.name
+
+    @property
+    def inner(self) -> Adapter:
+        return self._inner
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
+        return self.inner.generate(requests)
+
+    def describe(self) -> dict[str, object]:
+        return self.inner.describe()
+
+    def stats(self) -> AdapterStats:
+        return self.inner.stats()
+
+    def close(self) -> None:
+        self.inner.close()

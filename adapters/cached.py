@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter
+from edgeready.adapters.base import Adapter, AdapterStats, AdapterWrapper
 from edgeready.cache import SCHEMA_VERSION, GenerationStore, generation_key, response_from_json, response_to_json
 from edgeready.records import GenerationRequest, Response
 
 
-class CachedAdapter:
+class CachedAdapter(AdapterWrapper):
     """Wraps `inner` (any Adapter) with `store`. `model_sha256` and `runtime` enter every key (see
     edgeready/cache.py); `chunk_size` requests go to `inner.generate` per call, each chunk committed
     before the next starts. 1 costs nothing with the device adapter, whose KV-cache prefix reuse
@@ -34,9 +34,8 @@ class CachedAdapter:
             raise ValueError(f"model_sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.inner = inner
+        super().__init__(inner)
         self.store = store
-        self.name = inner.name
         self.model_sha256 = model_sha256
         self.runtime = dict(runtime)
         self.chunk_size = chunk_size
@@ -85,9 +84,10 @@ class CachedAdapter:
             },
         }
 
-    def close(self) -> None:
-        # The store may be shared by several adapters; its owner closes it.
-        self.inner.close()
+    def stats(self) -> AdapterStats:
+        return AdapterStats(cache_hits=self.hits, cache_misses=self.misses).over(self.inner.stats())
+
+    # close(): the inner adapter only; the store may be shared by several adapters and its owner closes it.
 
 
 def device_runtime(device: Any) -> dict[str, object]:
@@ -113,7 +113,7 @@ def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None) -> dict[s
     """
     import llama_cpp
 
-    from adapters import llama_cpp_device
+    from edgeready.adapters import llama_cpp_device
 
     # The decoding loop is ours: any change to it (sampling, stops, chunking) must miss the cache.
     decoder = hashlib.sha256(Path(inspect.getfile(llama_cpp_device)).read_bytes()).hexdigest()[:16]

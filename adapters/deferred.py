@@ -2,20 +2,21 @@
 generation store never loads the model.
 
 The cache key needs only the model's digest and the runtime's version, build flags and settings
-(`adapters.cached.runtime_key`), none of which needs the weights in memory; on a fully cached re-run the
+(`edgeready.adapters.cached.runtime_key`), none of which needs the weights in memory; on a fully cached re-run the
 model load is the one cost left that grows with the model, so it is skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from adapters.base import Adapter
+from edgeready.adapters.base import Adapter, AdapterStats, AdapterWrapper
 from edgeready.records import GenerationRequest, Response
 
 
-class DeferredAdapter:
+class DeferredAdapter(AdapterWrapper):
     """`factory()` builds the real adapter when a generation is first asked for. `describe()` before that
     returns `description` with `loaded: False`. The factory's owner closes what it built."""
 
@@ -30,28 +31,26 @@ class DeferredAdapter:
     def loaded(self) -> bool:
         return self._adapter is not None
 
-    def get(self) -> Adapter:
+    @property
+    def inner(self) -> Adapter:
         if self._adapter is None:
             self._adapter = self._factory()
             # The factory may hand back an adapter that earlier gates already used: count from here.
-            self._evaluated_before = self._count(self._adapter)
+            self._evaluated_before = self._adapter.stats().prompt_tokens_evaluated
         return self._adapter
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
-        return self.get().generate(requests) if requests else []
+        return self.inner.generate(requests) if requests else []
 
-    @property
-    def prompt_tokens_evaluated(self) -> int | None:
-        """Prompt tokens the built adapter evaluated through this wrapper; 0 while nothing was built."""
+    def stats(self) -> AdapterStats:
+        """The built adapter's counters, its evaluated prompt tokens counted from when this wrapper built it;
+        0 while nothing was built."""
         if self._adapter is None:
-            return 0
-        now = self._count(self._adapter)
-        return None if now is None or self._evaluated_before is None else now - self._evaluated_before
-
-    @staticmethod
-    def _count(adapter: Adapter) -> int | None:
-        value = getattr(adapter, "prompt_tokens_evaluated", None)
-        return value if isinstance(value, int) else None
+            return AdapterStats(prompt_tokens_evaluated=0)
+        inner = self._adapter.stats()
+        now, before = inner.prompt_tokens_evaluated, self._evaluated_before
+        evaluated = None if now is None or before is None else now - before
+        return replace(inner, prompt_tokens_evaluated=evaluated)
 
     def describe(self) -> dict[str, object]:
         if self._adapter is not None:
@@ -60,5 +59,5 @@ class DeferredAdapter:
                 "load_s": None, "note": "not loaded: every request was served from the generation store"}
 
     def close(self) -> None:
-        # The factory's owner (the run context) holds and closes the adapter it built.
+        # The factory's owner (the run's adapter pool) holds and closes the adapter it built.
         self._adapter = None

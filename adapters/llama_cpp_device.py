@@ -22,6 +22,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from edgeready.adapters.base import AdapterStats
 from edgeready.prompts import PromptStyle, form_for
 from edgeready.records import GenerationRequest, Response, Timings
 
@@ -86,6 +87,10 @@ class LlamaCppDevice:
             "prompt_style": self.prompt_style,
             "load_s": round(self.load_s, 3),
         }
+
+    def stats(self) -> AdapterStats:
+        return AdapterStats(prompt_tokens_evaluated=self.prompt_tokens_evaluated,
+                            prompt_tokens_reused=self.prompt_tokens_reused)
 
     def close(self) -> None:
         llama = getattr(self, "_llama", None)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from adapters.base import Adapter
+from edgeready.adapters.base import Adapter, AdapterStats
 from edgeready.records import GenerationRequest, Response, Timings
 
 Policy = Literal["never", "always", "oracle", "heuristic", "cascade"]
@@ -158,6 +158,12 @@ class OffloadAdapter:
             "server": self.server.describe() if self.server is not None else None,
             "server_error": self.server_error,
         }
+
+    def stats(self) -> AdapterStats:
+        c = self.counters
+        return AdapterStats(served_by_device=c.device, served_by_server=c.server, fallbacks=c.fallbacks,
+                            fallback_errors=tuple(c.fallback_errors), bytes_sent=c.bytes_sent,
+                            bytes_received=c.bytes_received)
 
     def close(self) -> None:
         self.device.close()

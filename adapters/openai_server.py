@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import httpx
 
+from edgeready.adapters.base import AdapterStats
+from edgeready.errors import ServerError
 from edgeready.records import GenerationRequest, Response, Timings
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ MAX_RETRIES_LIMIT = 10
 MAX_ERROR_CHARS = 500
 
 
-class ServerRequestError(RuntimeError):
+class ServerRequestError(ServerError):
     """A request that failed for good. `kind` is the error class counted in `counters.errors`."""
 
     def __init__(self, message: str, *, kind: str, status: int | None = None, attempts: int = 1):
@@ -189,6 +191,9 @@ class OpenAIServerAdapter:
         if self._models_error:
             info["server_models_error"] = self._models_error
         return info
+
+    def stats(self) -> AdapterStats:
+        return AdapterStats(bytes_sent=self.counters.bytes_sent, bytes_received=self.counters.bytes_received)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from bench_common import Stopwatch, emit, gemma_path, machine, median, questions
 
-from adapters.llama_cpp_device import LlamaCppDevice
+from edgeready.adapters.llama_cpp_device import LlamaCppDevice
 from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest
 

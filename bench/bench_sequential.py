@@ -164,7 +164,7 @@ def real_runs(tmp: Path) -> dict[str, Any]:
                          ("5 below", round(p + 0.05, 4))):
         gate = ACCURACY.format(n=POOL, p_min=p_min) + SEQUENTIAL.format(round=ROUND, delta=delta)
         acc, wall = _gate_run(tmp, f"seq-{label.replace(' ', '')}", gate, "accuracy")
-        seq = acc["measurement"]["details"]["sequential"]
+        seq = acc["measurement"]["sequential"]
         n_fixed = seq["fixed_n_equivalent"]["n"]
         # The truth is the pool's accuracy: the candidate should pass when p >= min + delta, fail when p < min.
         right = "pass" if p >= p_min + delta - 1e-9 else "fail" if p < p_min else "either"
@@ -179,7 +179,7 @@ def real_runs(tmp: Path) -> dict[str, Any]:
               f"= {out[label]['ratio']:.3f} of the fixed test's {n_fixed} ({seq['stopped_by']}; expected "
               f"{out[label]['expected_ratio']:.3f})", flush=True)
     hal, wall = _gate_run(tmp, "hal-far", HALLUCINATION.format(n=40, max_rate=0.75), "hallucination")
-    seq = hal["measurement"]["details"]["sequential"]
+    seq = hal["measurement"]["sequential"]
     fixed = seq["fixed_n_equivalent"] or {}
     out["hallucination far"] = {"max_rate": 0.75, "status": hal["status"], "items": seq["items_used"],
                                 "value": hal["value"], "n_fixed_estimated": fixed.get("n"), "sd": fixed.get("sd"),

@@ -49,63 +49,83 @@ def run_one(name: str, out: Path) -> dict[str, Any]:
     return result
 
 
-def rows_for(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+Row = tuple[str, str, str, str]
+
+
+def _yn(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def _overhead_rows(r: dict[str, Any]) -> list[Row]:
+    rows = [(f"overhead: suite/raw llama-cpp-python, s per question ({r['n_questions']} q x {r['repeats']}, "
+             f"median of {r['block_pairs']} interleaved block pairs, 1 thread)", f"{r['median_ratio']:.3f}",
+             "<= 1.05", _yn(r["goal_met"]))]
+    for key in (k for k in r if k.endswith("_median_ratio_diagnostic")):
+        rows.append((f"  diagnostic: {key.removesuffix('_median_ratio_diagnostic')}/raw", f"{r[key]:.3f}", "-", "-"))
+    return rows
+
+
+def _lm_eval_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for backend, label in (("inproc", "in-process LM, bundled tasks not indexed"),
+                           ("server", "CLI local-completions + llama_cpp.server")):
+        if f"ratio_vs_{backend}" in r:
+            rows.append((f"lm-eval: edgeready/lm-eval time to verdict ({r['n_questions']} q; {label})",
+                         f"{r[f'ratio_vs_{backend}']:.3f}", "<= 0.5", _yn(r[f"ratio_vs_{backend}"] <= 0.5)))
+    return rows
+
+
+def _sequential_rows(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for design, h in r["headline"].items():
+        for where in ("5 below", "5 above"):
+            rows.append((f"sequential: items SPRT/fixed-n at equal error rates, {where} the minimum ({design}; "
+                         "exact)", f"{h[where]:.3f}", "<= 0.40", _yn(h[where] <= GOAL_SEQUENTIAL)))
+        rows.append((f"sequential: the same, 20 points away ({design}; exact)", f"{h['far (+-20)']:.3f}", "-", "-"))
+    bound = next(x["wald_bound_ratio_at_alternative"] for x in r["accuracy_exact"] if x["delta"] == 0.05)
+    rows.append(("sequential: fewest items ANY test can average on the alternative itself (Wald's bound, "
+                 "delta 0.05)", f"{bound:.3f}", "-", "-"))
+    for x in r["hallucination_simulated"]:
+        if x["gap"] in (-0.2, -0.1, 0.05):
+            rows.append((f"sequential: hallucination betting test / fixed-n z-test, {x['gap'] * 100:+.0f} points "
+                         f"from the maximum (simulated, sd {x['sd']})", f"{x['ratio']:.3f}", "-", "-"))
+    return rows + _sequential_real_rows(r)
+
+
+def _sequential_real_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for label, x in (r.get("real") or {}).items():
+        if label == "pool":
+            continue
+        expected = f"; exact expectation {x['expected_ratio']:.3f}" if "expected_ratio" in x else ""
+        what = (f"sequential: real Gemma run, {label} ({x['status']}, {x['items']} items vs fixed "
+                f"{x.get('n_fixed') or x.get('n_fixed_estimated')}{expected})")
+        judged = label.startswith("5")
+        rows.append((what, f"{x['ratio']:.3f}" if x.get("ratio") is not None else "n/a",
+                     "<= 0.40" if judged else "-", _yn(x["ratio"] <= GOAL_SEQUENTIAL) if judged else "-"))
+    return rows
+
+
+def _cache_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for label, c in r["configs"].items():
+        judged = label == r.get("judged")
+        rows.append((f"cache: second/first wall, `-m \"{c['marker']}\"` (same verdicts: {c['same_verdicts']})",
+                     f"{c['ratio']:.3f}", "<= 0.05" if judged else "-", _yn(c["ratio"] <= 0.05) if judged else "-"))
+    return rows
+
+
+_ROWS = {"overhead": _overhead_rows, "lm_eval": _lm_eval_rows, "sequential": _sequential_rows,
+         "cache": _cache_rows}
+
+
+def rows_for(r: dict[str, Any]) -> list[Row]:
     """(what, ratio, goal, met) rows of one benchmark's result."""
     name = r["benchmark"]
     if "error" in r:
         return [(name, "-", "-", f"no numbers: {r['error']}")]
-
-    def yn(ok: bool) -> str:
-        return "yes" if ok else "no"
-
-    if name == "overhead":
-        rows = [(f"overhead: suite/raw llama-cpp-python, s per question ({r['n_questions']} q x {r['repeats']}, "
-                 f"median of {r['block_pairs']} interleaved block pairs, 1 thread)", f"{r['median_ratio']:.3f}",
-                 "<= 1.05", yn(r["goal_met"]))]
-        for key in (k for k in r if k.endswith("_median_ratio_diagnostic")):
-            rows.append((f"  diagnostic: {key.removesuffix('_median_ratio_diagnostic')}/raw", f"{r[key]:.3f}",
-                         "-", "-"))
-        return rows
-    if name == "lm_eval":
-        rows = []
-        for backend, label in (("inproc", "in-process LM, bundled tasks not indexed"),
-                               ("server", "CLI local-completions + llama_cpp.server")):
-            if f"ratio_vs_{backend}" in r:
-                rows.append((f"lm-eval: edgeready/lm-eval time to verdict ({r['n_questions']} q; {label})",
-                             f"{r[f'ratio_vs_{backend}']:.3f}", "<= 0.5", yn(r[f"ratio_vs_{backend}"] <= 0.5)))
-        return rows
-    if name == "sequential":
-        rows = []
-        for design, h in r["headline"].items():
-            for where in ("5 below", "5 above"):
-                rows.append((f"sequential: items SPRT/fixed-n at equal error rates, {where} the minimum ({design}; "
-                             "exact)", f"{h[where]:.3f}", "<= 0.40", yn(h[where] <= GOAL_SEQUENTIAL)))
-            rows.append((f"sequential: the same, 20 points away ({design}; exact)", f"{h['far (+-20)']:.3f}", "-", "-"))
-        bound = next(x["wald_bound_ratio_at_alternative"] for x in r["accuracy_exact"] if x["delta"] == 0.05)
-        rows.append(("sequential: fewest items ANY test can average on the alternative itself (Wald's bound, "
-                     "delta 0.05)", f"{bound:.3f}", "-", "-"))
-        for x in r["hallucination_simulated"]:
-            if x["gap"] in (-0.2, -0.1, 0.05):
-                rows.append((f"sequential: hallucination betting test / fixed-n z-test, {x['gap'] * 100:+.0f} points "
-                             f"from the maximum (simulated, sd {x['sd']})", f"{x['ratio']:.3f}", "-", "-"))
-        for label, x in (r.get("real") or {}).items():
-            if label == "pool":
-                continue
-            expected = f"; exact expectation {x['expected_ratio']:.3f}" if "expected_ratio" in x else ""
-            what = (f"sequential: real Gemma run, {label} ({x['status']}, {x['items']} items vs fixed "
-                    f"{x.get('n_fixed') or x.get('n_fixed_estimated')}{expected})")
-            rows.append((what, f"{x['ratio']:.3f}" if x.get("ratio") is not None else "n/a",
-                         "<= 0.40" if label.startswith("5") else "-",
-                         yn(x["ratio"] <= GOAL_SEQUENTIAL) if label.startswith("5") else "-"))
-        return rows
-    if name == "cache":
-        rows = []
-        for label, c in r["configs"].items():
-            judged = label == r.get("judged")
-            rows.append((f"cache: second/first wall, `-m \"{c['marker']}\"` (same verdicts: {c['same_verdicts']})",
-                         f"{c['ratio']:.3f}", "<= 0.05" if judged else "-", yn(c["ratio"] <= 0.05) if judged else "-"))
-        return rows
-    return [(name, "?", "?", "?")]
+    rows = _ROWS.get(name)
+    return rows(r) if rows else [(name, "?", "?", "?")]
 
 
 def main(argv: list[str] | None = None) -> int:

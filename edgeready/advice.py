@@ -1,14 +1,15 @@
 """The way back to step 1: for a failed gate, what to try next and by how much it failed.
 
-The rules follow what moves each metric in practice: accuracy and hallucination respond to more
-bits (K-quants above 4 bits, a higher-precision token embedding), less pruning, or distillation
-from a stronger teacher; memory responds to fewer bits, a quantized token embedding (70 % of a
-small model's file), pruned blocks, or a shorter context (the KV cache).
+All the built-in gates' advice lives here, so the suite speaks with one voice. The rules follow what moves
+each metric in practice: accuracy and hallucination respond to more bits (K-quants above 4 bits, a
+higher-precision token embedding), less pruning, or distillation from a stronger teacher; memory responds to
+fewer bits, a quantized token embedding (70 % of a small model's file), pruned blocks, or a shorter context
+(the KV cache); a sequential gate that ran out of budget is inconclusive, not bad.
 """
 
 from __future__ import annotations
 
-from edgeready.measurement import Check, Measurement
+from edgeready.measurement import Check, Measurement, SequentialOutcome
 from edgeready.stats import wilson
 
 _BITS = {"Q2_K": 2, "Q3_K_S": 3, "Q3_K_M": 3, "Q3_K_L": 3, "Q4_0": 4, "Q4_1": 4, "Q4_K_S": 4, "Q4_K_M": 4,
@@ -63,3 +64,48 @@ def memory_advice(checks: list[Check], quantization: str | None, kv_cache_mb: fl
             steps.append(f"peak resident memory over by {over:.0f} MB: shrink the weights as above, or cut the "
                          f"context (the KV cache takes {kv_cache_mb:.0f} MB at the target's n_ctx)")
     return "; ".join(steps)
+
+
+def budget_advice(seq: SequentialOutcome) -> str:
+    """A sequential gate that spent its budget without a verdict: inconclusive rather than bad."""
+    n = (seq.fixed_n_equivalent or {}).get("n", "more")
+    return (f"inconclusive rather than bad: {seq.items_used} items did not settle the test ({seq.reason}); raise "
+            f"max_items (a fixed-n test at these error rates needs {n} items) before changing the model")
+
+
+def shown_below(metric: str, value: float, n: int | None, bound: float, bound_name: str,
+                seq: SequentialOutcome, above: bool = False) -> str:
+    """What a sequential gate that stopped at its fail boundary showed (the evidence is settled)."""
+    side = "above" if above else "below"
+    unit = "passages" if above else "items"
+    return (f"{metric} {value:.3f} on {n} {unit}, shown {side} {bound:g} ({bound_name}) by the sequential test at "
+            f"beta = {seq.beta:g}")
+
+
+def hallucination_advice(m: Measurement, max_rate: float, quantization: str | None,
+                         seq: SequentialOutcome | None) -> str:
+    steps = (f"quantize at more bits than {quantization or 'now'} (low-bit models drift from the facts first), "
+             "keep the token embedding at Q8_0, prune fewer blocks, or distill/fine-tune on factual text")
+    if seq is not None and seq.stopped_by == "fail boundary":
+        shown = shown_below("hallucination rate", m.value, m.n, max_rate - seq.delta, "maximum - indifference",
+                            seq, above=True)
+        return f"{shown}: {steps}"
+    if (seq is not None and seq.stopped_by == "budget") or (seq is None and m.value <= max_rate):
+        key = "max_items" if seq is not None else "sample_size"
+        return (f"inconclusive: the rate {m.value:.3f} was not shown to be within {max_rate} at the target's "
+                f"confidence; score more concepts ({key}) before changing the model")
+    assert m.interval is not None
+    return f"hallucination rate bound over the maximum by {m.interval.high - max_rate:.3f}: {steps}"
+
+
+def energy_advice(check: Check) -> str:
+    return (f"energy per query over by {-check.margin:.3g} mWh: fewer bits (less memory traffic per token), "
+            "pruned blocks, or shorter answers (max_tokens); on a phone, pin threads to the big cores")
+
+
+LATENCY_ADVICE = ("too slow or too much offloaded: route fewer prompts to the server (a stricter heuristic or a "
+                  "lower cascade threshold), or make the device model good enough to keep more queries local")
+
+CONFORMANCE_ADVICE = ("too far from the base: quantize at more bits (Q5_K_M or above), keep the token embedding "
+                      "at Q8_0, or prune fewer blocks; a structural mismatch means the file is not a variant of "
+                      "the base")

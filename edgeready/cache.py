@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeready.errors import CacheError
 from edgeready.records import GenerationRequest, Response, Timings
 
 # Two versions: KEY_VERSION enters every key (bump it when keys or stored values change meaning: every old
@@ -50,10 +51,6 @@ _NOT_IN_KEY = frozenset({"tag"})
 BUSY_TIMEOUT_S = 60.0
 # SQLite's default limit on bound parameters is 32766 since 3.32; stay far below for old builds.
 _MAX_PARAMS = 500
-
-
-class CacheError(RuntimeError):
-    """The generation store cannot be used. The message names the file and what to do."""
 
 
 def store_path(cache_dir: Path) -> Path:

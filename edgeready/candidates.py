@@ -13,17 +13,14 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from edgeready.config_errors import ConfigError, validate_file
+from edgeready.schema import Strict
 
 Strategy = Literal["base", "quantization", "pruning", "distillation", "fine-tuning", "moe", "unknown"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PackageFile(Strict):
@@ -165,7 +162,14 @@ def _cached_sha256(path: Path, cache_dir: Path) -> str:
     return value
 
 
-def materialize(candidate: Candidate, cache_dir: Path) -> tuple[Path, str]:
+class ResolvedModel(NamedTuple):
+    """A candidate's model file on disk and its verified sha256 (a tuple, so `path, sha = ...` unpacks)."""
+
+    path: Path
+    sha256: str
+
+
+def materialize(candidate: Candidate, cache_dir: Path) -> ResolvedModel:
     """The candidate's GGUF on disk and its verified sha256.
 
     Multi-part artifacts are assembled into `cache_dir/models/`; a single file is used where it is.
@@ -201,4 +205,4 @@ def materialize(candidate: Candidate, cache_dir: Path) -> tuple[Path, str]:
         raise ConfigError(
             f"candidate '{candidate.name}': sha256 of {path} is {digest}, {where} expects {art.sha256}"
         )
-    return path, digest
+    return ResolvedModel(path, digest)

@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from edgeready.errors import ConfigError
+
+__all__ = ["ConfigError", "read_yaml", "validate_file"]
+
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A candidate manifest or target YAML that cannot be used. The message is for humans."""
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -64,7 +64,7 @@ def validate_file(model: type[M], path: Path, context: dict[str, Any] | None = N
             where = f"{path}:{line}" if line else str(path)
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelled? see the schema in edgeready/targets.py)"
+                msg = "unknown key (misspelled? see the schema: edgeready/schema.py, and for gates: edgeready/gates/)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
             lines.append(f"{where}: {key}: {msg}")

@@ -6,13 +6,50 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from edgeready.errors import MeasurementError
 from edgeready.stats import Interval
+
+__all__ = ["Check", "GateResult", "Judgement", "Measurement", "MeasurementError", "SequentialOutcome", "Status",
+           "judge"]
 
 Status = Literal["pass", "fail", "error"]
 
 
-class MeasurementError(RuntimeError):
-    """A measurement could not be made: the gate is an error, never a pass."""
+@dataclass(frozen=True)
+class SequentialOutcome:
+    """What a sequential gate's sampling plan did. For a sequential gate the threshold is an input of the plan
+    (the test is built from it), so the outcome names the threshold, margin and error rates it was run at; a
+    judge decides from the evidence here and refuses a target whose plan differs (edgeready/sequential/)."""
+
+    test: str
+    threshold: float
+    delta: float
+    alpha: float
+    beta: float
+    decision: Literal["pass", "fail"]
+    stopped_by: Literal["pass boundary", "fail boundary", "budget"]
+    items_used: int  # generated, including items that gave nothing to score
+    items_scored: int
+    max_items: int
+    round_size: int
+    # Unrounded: the judge compares exactly the number the test decided by with exactly its boundary.
+    log_evalue_pass: float
+    log_evalue_fail: float
+    log_boundary_pass: float
+    reason: str
+    # The smallest fixed-n test with the same error rates (None without a margin or a spread to size it).
+    fixed_n_equivalent: dict[str, Any] | None = None
+    mode: Literal["sequential"] = "sequential"  # for readers of verdict.json
+
+    def plan_differs(self, test: str, threshold: float, delta: float, alpha: float, beta: float) -> str | None:
+        """Why this outcome cannot be judged against another plan (None when the plans are the same)."""
+        ours = (self.test, self.threshold, self.delta, self.alpha, self.beta)
+        theirs = (test, threshold, delta, alpha, beta)
+        if ours == theirs:
+            return None
+        return (f"the measurement was sampled by {self.test} for threshold {self.threshold:g}, delta {self.delta:g}, "
+                f"alpha {self.alpha:g}, beta {self.beta:g}; this target asks for {test} at {threshold:g}, {delta:g}, "
+                f"{alpha:g}, {beta:g}: a sequential measurement can only be judged by the plan it was sampled for")
 
 
 @dataclass
@@ -27,6 +64,8 @@ class Measurement:
     meter: str
     provenance: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    # Set by a sequential gate; None for a fixed-n one.
+    sequential: SequentialOutcome | None = None
     # Per-item evidence (id, prompt, response, gold, score...); written to items/*.jsonl.
     items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -37,8 +76,9 @@ class Measurement:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Measurement:
-        iv = d.get("interval")
-        return cls(**{**d, "interval": Interval(**iv) if iv else None})
+        iv, seq = d.get("interval"), d.get("sequential")
+        return cls(**{**d, "interval": Interval(**iv) if iv else None,
+                      "sequential": SequentialOutcome(**seq) if seq else None})
 
 
 @dataclass(frozen=True)
@@ -133,12 +173,21 @@ class GateResult:
         }
 
 
-def judge(result_base: dict[str, str], measurement: Measurement, checks: list[Check], advice: str | None) -> GateResult:
-    status: Status = "pass" if all(c.passed for c in checks) else "fail"
+@dataclass(frozen=True)
+class Judgement:
+    """What a gate's judge returns: its checks (all must pass) and the step-1 advice shown when one fails."""
+
+    checks: list[Check]
+    advice: str | None = None
+
+
+def judge(labels: dict[str, str], measurement: Measurement, judgement: Judgement) -> GateResult:
+    """The gate result: pass when every check passes, with the advice only when it does not."""
+    status: Status = "pass" if all(c.passed for c in judgement.checks) else "fail"
     return GateResult(
-        **result_base,  # type: ignore[arg-type]
+        **labels,  # type: ignore[arg-type]
         status=status,
         measurement=measurement,
-        checks=checks,
-        advice=None if status == "pass" else advice,
+        checks=judgement.checks,
+        advice=None if status == "pass" else judgement.advice,
     )

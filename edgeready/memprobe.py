@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=Path, required=True, help="JSON list of GenerationRequest dicts")
     args = ap.parse_args(argv)
 
-    from adapters.llama_cpp_device import LlamaCppDevice
+    from edgeready.adapters.llama_cpp_device import LlamaCppDevice
     from edgeready.records import GenerationRequest
 
     requests = [

@@ -257,6 +257,34 @@ def _complexity_bar(part: dict[str, Any]) -> tuple[float, list[float]]:
     return _bar(_finite(part.get("accuracy")), _finite(low), _finite(high))
 
 
+def _variant_bars(ax: Any, ax_lat: Any, i: int, v: dict[str, Any], n_rows: int, n_groups: int,
+                  width: float) -> None:
+    """One deployment's bars: accuracy overall and by complexity, share offloaded, and its p95 latency."""
+    label = variant_label(v)
+    policy = _policy(v)
+    name = f"{v['candidate']}" + (f" ({policy})" if label == "offload" and policy else "")
+    acc = v["gates"].get("accuracy") or {}
+    by = ((acc.get("measurement") or {}).get("details") or {}).get("by_complexity") or {}
+    lat = v["gates"].get("latency") or {}
+    ld = (lat.get("measurement") or {}).get("details") or {}
+    iv = acc.get("interval") or {}
+    share_iv = ld.get("share_offloaded_interval") or [None, None]
+    bars = [
+        _bar(_finite(acc.get("value")), _finite(iv.get("low")), _finite(iv.get("high"))),
+        *(_complexity_bar(by.get(k) or {}) for k in ("simple", "complex")),
+        _bar(_finite(ld.get("share_offloaded")), _finite(share_iv[0]), _finite(share_iv[1])),
+    ]
+    xs = [g + (i - (n_rows - 1) / 2) * width for g in range(n_groups)]
+    color = VARIANT_COLORS[label]
+    ax.bar(xs, [b[0] for b in bars], width * 0.92, yerr=[[b[1][0] for b in bars], [b[1][1] for b in bars]],
+           color=color, alpha=0.85, capsize=3, label=name, ecolor="#212121")
+    p95 = _finite(ld.get("p95_s"))
+    ub = ld.get("p95_upper_bound_s")
+    val, err = _bar(p95, p95, _finite(ub))
+    ax_lat.bar([i], [val], 0.7, yerr=[[err[0]], [err[1]]], color=color, alpha=0.85, capsize=3, ecolor="#212121")
+    if p95 is not None and _finite(ub) is None and ub is not None:
+        ax_lat.annotate("UB ∞", (i, p95), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+
 def _offload_comparison(target: str, entries: list[dict[str, Any]], out_dir: Path, notes: list[str]) -> Path | None:
     kind = "offload_comparison"
     rows = []
@@ -280,30 +308,7 @@ def _offload_comparison(target: str, entries: list[dict[str, Any]], out_dir: Pat
     ax, ax_lat = fig.subplots(1, 2, width_ratios=[3, 1.25])
     width = 0.8 / len(rows)
     for i, v in enumerate(rows):
-        label = variant_label(v)
-        policy = _policy(v)
-        name = f"{v['candidate']}" + (f" ({policy})" if label == "offload" and policy else "")
-        acc = v["gates"].get("accuracy") or {}
-        by = ((acc.get("measurement") or {}).get("details") or {}).get("by_complexity") or {}
-        lat = v["gates"].get("latency") or {}
-        ld = (lat.get("measurement") or {}).get("details") or {}
-        iv = acc.get("interval") or {}
-        share_iv = ld.get("share_offloaded_interval") or [None, None]
-        bars = [
-            _bar(_finite(acc.get("value")), _finite(iv.get("low")), _finite(iv.get("high"))),
-            *(_complexity_bar(by.get(k) or {}) for k in ("simple", "complex")),
-            _bar(_finite(ld.get("share_offloaded")), _finite(share_iv[0]), _finite(share_iv[1])),
-        ]
-        xs = [g + (i - (len(rows) - 1) / 2) * width for g in range(len(groups))]
-        color = VARIANT_COLORS[label]
-        ax.bar(xs, [b[0] for b in bars], width * 0.92, yerr=[[b[1][0] for b in bars], [b[1][1] for b in bars]],
-               color=color, alpha=0.85, capsize=3, label=name, ecolor="#212121")
-        p95 = _finite(ld.get("p95_s"))
-        ub = ld.get("p95_upper_bound_s")
-        val, err = _bar(p95, p95, _finite(ub))
-        ax_lat.bar([i], [val], 0.7, yerr=[[err[0]], [err[1]]], color=color, alpha=0.85, capsize=3, ecolor="#212121")
-        if p95 is not None and _finite(ub) is None and ub is not None:
-            ax_lat.annotate("UB ∞", (i, p95), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+        _variant_bars(ax, ax_lat, i, v, len(rows), len(groups), width)
     amin = next((threshold(v["gates"].get("accuracy")) for v in rows if v["gates"].get("accuracy")), None)
     lat_gate = next((v["gates"].get("latency") for v in rows if v["gates"].get("latency")), None)
     smax, p95max = threshold(lat_gate, "share_offloaded"), threshold(lat_gate, "p95_latency")

@@ -2,24 +2,30 @@
 
 Targets and candidates are validated in pytest_configure, before collection, so a bad YAML stops
 the run in a second with one message naming file, key and line, and no model is ever loaded.
-Measurements happen in the `measurement` fixture: a measurement that cannot be made is reported by
-pytest as an ERROR (setup failure), a threshold that is missed as a FAILED test.
+The gate tests, their parameters and the markers come from the gate registry (edgeready/gates/): one test
+per (gate, pair) in suites/test_gates.py, marked with the gate's name and the target's role. Measurements
+happen in the `measurement` fixture: a measurement that cannot be made is reported by pytest as an ERROR
+(setup failure), a threshold that is missed as a FAILED test.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgeready.candidates import Candidate, resolve_candidate
-from edgeready.config_errors import ConfigError
+from edgeready.errors import ConfigError
+from edgeready.gates import Gate, gate_names, gates
 from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports
-from edgeready.run import GATES, Pair, RunContext
-from edgeready.targets import ROLES, resolve_target
+from edgeready.run import Run
+from edgeready.schema import ROLES, Pair, Target
+from edgeready.targets import resolve_target
 
 # llama.cpp's OpenMP threads spin while they wait; on a shared machine a busy neighbour then makes two
 # threads 8x slower than one (measured here). Passive waiting costs little when the machine is quiet.
@@ -30,7 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Without --candidate: the embedded default for device and server targets, and the default offload
 # deployment for offload targets (each runs only on the roles it fits, see run.runs_on).
 DEFAULT_CANDIDATES = ("gemma3-270m-q4km", "offload-default")
-RUN_KEY = pytest.StashKey[RunContext]()
+RUN_KEY = pytest.StashKey[Run]()
+ROLE_HELP = {"device": "gates of a device target (a phone, an embedded board)",
+             "server": "gates of an edge-server target",
+             "offload": "gates of an offload deployment (device + server + routing policy)"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,6 +88,11 @@ def _only_suites(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # Markers from the registry: `-m "device and accuracy"` selects what it says, for any registered gate.
+    for role in ROLES:
+        config.addinivalue_line("markers", f"{role}: {ROLE_HELP[role]}")
+    for g in gates():
+        config.addinivalue_line("markers", f"{g.name}: {g.description}")
     opt = config.option
     if config.rootpath != ROOT and (opt.candidate or opt.target or opt.data_dir):
         # pytest chooses its rootdir from path-like arguments before any plugin defines options,
@@ -87,7 +101,23 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest chose rootdir {config.rootpath}, not the edgeready project {ROOT}: write path "
             f"options as --target=PATH (with '='), or add -c {ROOT / 'pyproject.toml'}"
         )
-    reports = Path(opt.reports)
+    if opt.limit is not None and opt.limit < 1:
+        raise pytest.UsageError(f"--limit must be >= 1, got {opt.limit}")
+    _configure_plugins(config)
+    try:
+        candidates, targets = _candidates_and_targets(opt)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"edgeready configuration error:\n{exc}") from None
+    data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
+    config.stash[RUN_KEY] = Run.create(
+        candidates, targets, reports_dir=Path(opt.reports), cache_dir=Path(opt.cache_dir),
+        candidates_dir=ROOT / "candidates", data_dir=data_dir, limit=opt.limit, use_cache=not opt.no_cache,
+    )
+
+
+def _configure_plugins(config: pytest.Config) -> None:
+    """What the run asks of hypothesis, allure-pytest and pytest-xdist."""
+    opt = config.option
     if _only_suites(config):
         # The gate suites hold no hypothesis test, but hypothesis's pytest plugin (installed with the dev
         # extra) imports all of hypothesis in its terminal summary: 1.5 s of every gate run here, most of
@@ -98,89 +128,81 @@ def pytest_configure(config: pytest.Config) -> None:
     # Allure results follow --reports unless --alluredir was given; tryfirst so that allure-pytest,
     # configured after us, sees the value.
     if getattr(opt, "allure_report_dir", None) is None and _runs_suites(config):
-        opt.allure_report_dir = str(reports / "allure-results")
+        opt.allure_report_dir = str(Path(opt.reports) / "allure-results")
         # One run's results per report (history is kept by `make report`); only the xdist
         # controller cleans, or workers would delete each other's results.
         if not hasattr(config, "workerinput"):
             opt.clean_alluredir = True
     if getattr(opt, "dist", "no") == "load":
         opt.dist = "loadgroup"  # `-n auto` alone: keep each candidate's tests on one worker
-    if opt.limit is not None and opt.limit < 1:
-        raise pytest.UsageError(f"--limit must be >= 1, got {opt.limit}")
-    try:
-        candidates = [resolve_candidate(c, ROOT / "candidates") for c in (opt.candidate or DEFAULT_CANDIDATES)]
-        if opt.target:
-            targets = [resolve_target(t, ROOT / "thresholds") for t in opt.target]
-        else:
-            targets = [resolve_target(f"{role}/default", ROOT / "thresholds")
-                       for role in ROLES if (ROOT / "thresholds" / role / "default.yaml").is_file()]
-        if opt.compare:
-            candidates += [v for c in candidates if c.offload is not None for v in baselines(c)]
-        if opt.limit is not None:
-            for t in targets:
-                for gate in (t.gates.accuracy, t.gates.hallucination):
-                    try:
-                        if gate is not None:
-                            gate.ensure_reachable(opt.limit)
-                    except ValueError as exc:
-                        raise ConfigError(f"--limit {opt.limit} with target {t.source}: {exc}") from None
-    except ConfigError as exc:
-        raise pytest.UsageError(f"edgeready configuration error:\n{exc}") from None
-    data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
-    config.stash[RUN_KEY] = RunContext(
-        candidates=candidates, targets=targets, data_dir=data_dir, reports_dir=reports,
-        cache_dir=Path(opt.cache_dir), candidates_dir=ROOT / "candidates", limit=opt.limit,
-        use_cache=not opt.no_cache,
-    )
+
+
+def _candidates_and_targets(opt: Any) -> tuple[list[Candidate], list[Target]]:
+    """The options' candidates and targets, validated (ConfigError names the file, line and key)."""
+    candidates = [resolve_candidate(c, ROOT / "candidates") for c in (opt.candidate or DEFAULT_CANDIDATES)]
+    if opt.target:
+        targets = [resolve_target(t, ROOT / "thresholds") for t in opt.target]
+    else:
+        targets = [resolve_target(f"{role}/default", ROOT / "thresholds")
+                   for role in ROLES if (ROOT / "thresholds" / role / "default.yaml").is_file()]
+    if opt.compare:
+        candidates += [v for c in candidates if c.offload is not None for v in baselines(c)]
+    if opt.limit is not None:
+        for t in targets:
+            for name, block in t.gates.configured().items():
+                try:
+                    block.check_limit(opt.limit)
+                except ValueError as exc:
+                    raise ConfigError(f"--limit {opt.limit} with target {t.source}: gates.{name}: {exc}") from None
+    return candidates, targets
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "pair" not in metafunc.fixturenames:
+    """Parametrize a gate test over (gate, pair): every registered gate, every pair it runs on."""
+    if not {"gate", "pair"} <= set(metafunc.fixturenames):
         return
-    gates = [m.name for m in metafunc.definition.iter_markers() if m.name in GATES]
-    if len(gates) != 1:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: a gate test needs exactly one gate marker {GATES}")
     run = metafunc.config.stash[RUN_KEY]
-    # Grouped by candidate so each model is loaded once; the role becomes a marker of the param,
-    # so `-m device` selects device targets whatever suite file the gate lives in.
-    pairs = sorted(run.pairs(gates[0]), key=lambda p: (p.candidate.name, p.target.name))
+    order = {name: i for i, name in enumerate(gate_names())}
+    cells = sorted(((g, p) for g in gates() for p in run.pairs(g.name)),
+                   key=lambda gp: (gp[1].candidate.name, gp[1].target.name, order[gp[0].name]))
+    # The gate and the role become markers of the param, so `-m "device and accuracy"` selects by both;
     # xdist_group: with `-n`, every test of a candidate runs on one worker, which loads it once.
-    metafunc.parametrize(
-        "pair",
-        [pytest.param(p, marks=[getattr(pytest.mark, p.role), pytest.mark.xdist_group(p.candidate.name)], id=p.id)
-         for p in pairs],
-    )
+    metafunc.parametrize("gate, pair", [
+        pytest.param(g, p, id=f"{g.name}:{p.id}", marks=[getattr(pytest.mark, g.name), getattr(pytest.mark, p.role),
+                                                        pytest.mark.xdist_group(p.candidate.name)])
+        for g, p in cells])
 
 
 @pytest.fixture(scope="session")
-def run(request: pytest.FixtureRequest) -> RunContext:
+def run(request: pytest.FixtureRequest) -> Run:
     return request.config.stash[RUN_KEY]
 
 
 @pytest.fixture
-def measurement(request: pytest.FixtureRequest, run: RunContext, pair: Pair) -> Measurement:
-    gate = next(m.name for m in request.node.iter_markers() if m.name in GATES)
+def measurement(run: Run, pair: Pair, gate: Gate) -> Measurement:  # type: ignore[type-arg]
     _allure_labels(pair, gate)
-    if gate != "conformance" and pair.id in run.failed_first_tier:
-        pytest.skip(f"{pair.id} failed the conformance gate (KL divergence from its base): not sent to {gate}")
-    return run.measure(pair, gate)
+    if not gate.first_tier and pair.id in run.failed_first_tier:
+        pytest.skip(f"{pair.id} did not pass its first-tier gate: not sent to {gate.name}")
+    return run.measure(pair, gate.name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Conformance tests first (stable otherwise), so that their verdict can spare the other gates."""
-    items.sort(key=lambda it: 0 if it.get_closest_marker("conformance") else 1)
+    first = {g.name for g in gates() if g.first_tier}
+    items.sort(key=lambda it: 0 if any(it.get_closest_marker(name) for name in first) else 1)
 
 
-def _allure_labels(pair: Pair, gate: str) -> None:
+def _allure_labels(pair: Pair, gate: Gate) -> None:  # type: ignore[type-arg]
     try:
         import allure
     except ImportError:  # allure-pytest is a dependency, but the gates must not need it
         return
+    allure.dynamic.title(f"{gate.description}: {pair.id}")
+    allure.dynamic.description(inspect.getdoc(inspect.getmodule(type(gate))) or gate.description)
     allure.dynamic.epic(f"{pair.role}/{pair.target.name}")  # every role has a `default`
-    allure.dynamic.feature(gate)
+    allure.dynamic.feature(gate.name)
     allure.dynamic.story(pair.candidate.name)
-    critical = gate in ("accuracy", "memory")
-    allure.dynamic.severity(allure.severity_level.CRITICAL if critical else allure.severity_level.NORMAL)
+    allure.dynamic.severity(getattr(allure.severity_level, gate.severity.upper()))
 
 
 def attach_result(result: GateResult) -> None:
@@ -212,7 +234,7 @@ def pytest_testnodedown(node: object, error: object) -> None:
     if payload and config is not None:
         run = config.stash.get(RUN_KEY, None)
         if run is not None:
-            run.results += [GateResult.from_json(d) for d in json.loads(payload)]
+            run.results.extend(GateResult.from_json(d) for d in json.loads(payload))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -226,9 +248,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             [r.to_json() for r in run.results], default=str)
         return
     # Workers finish in any order: sort so verdict.json is the same for serial and parallel runs.
-    run.results.sort(key=lambda r: (r.candidate, r.target, GATES.index(r.gate) if r.gate in GATES else 99))
+    order = {name: i for i, name in enumerate(gate_names())}
+    run.results.sort(key=lambda r: (r.candidate, r.target, order.get(r.gate, len(order))))
     if run.results:
-        write_reports(run.results, run.reports_dir, {
+        write_reports(run.results, run.recorder.reports_dir, {
             "candidates": [c.name for c in run.candidates],
             "targets": [t.key for t in run.targets],
             "limit": run.limit,
@@ -244,4 +267,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("edgeready verdict")
     for line in terminal_table(run.results):
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"reports: {run.reports_dir}/verdict.json, summary.md, items/")
+    terminalreporter.write_line(f"reports: {run.recorder.reports_dir}/verdict.json, summary.md, items/")

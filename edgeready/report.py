@@ -95,9 +95,9 @@ def _cell(r: GateResult) -> str:
     unit = f" {m.unit}" if m.unit else ""
     ci = f" [{m.interval.low:.3g}, {m.interval.high:.3g}]" if m.interval is not None else ""
     est = " (est.)" if m.method == "estimated" else ""
-    seq = m.details.get("sequential") or {}
+    seq = m.sequential
     # A sequential gate says how much of its budget it used: the point of stopping early.
-    n = f"n={seq['items_used']}/{seq['max_items']} seq." if seq.get("mode") == "sequential" else f"n={m.n}"
+    n = f"n={seq.items_used}/{seq.max_items} seq." if seq is not None else f"n={m.n}"
     return f"{r.status.upper()} {m.value:.3g}{unit}{ci} {n}{est}"
 
 

@@ -22,11 +22,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from edgeready.errors import ServerStartError
+
 HOST = "127.0.0.1"
-
-
-class ServerStartError(RuntimeError):
-    """The server exited or did not answer in time; the message ends with its log tail."""
 
 
 def free_port(host: str = HOST) -> int:

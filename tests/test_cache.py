@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Adapter
-from adapters.cached import CachedAdapter, device_runtime
+from edgeready.adapters.base import Adapter
+from edgeready.adapters.cached import CachedAdapter, device_runtime
 from edgeready.cache import (
     CacheError,
     GenerationStore,
@@ -261,7 +261,7 @@ def test_resume_after_sigkill_with_fake_adapter(tmp_path):
 
 
 def test_real_device_second_pass_is_all_hits(tmp_path, gemma_path):
-    from adapters.llama_cpp_device import LlamaCppDevice
+    from edgeready.adapters.llama_cpp_device import LlamaCppDevice
     from edgeready.candidates import sha256_file
 
     reqs = [

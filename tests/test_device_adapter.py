@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from adapters.base import Adapter
-from adapters.llama_cpp_device import LlamaCppDevice
+from edgeready.adapters.base import Adapter
+from edgeready.adapters.llama_cpp_device import LlamaCppDevice
 from edgeready.datasets.countries import load_countries_qa
 from edgeready.datasets.sampling import stratified_sample
 from edgeready.prompts import qa_request

@@ -73,7 +73,7 @@ def test_sequential_gate_stops_early_when_far_from_the_minimum(tmp_path):
     proc = run_gate("-m", "device and accuracy", "--target", str(ROOT / "tests/fixtures/targets/e2e-sequential.yaml"),
                     "--no-cache", "--reports", str(tmp_path))
     acc = accuracy(tmp_path)
-    seq = acc["measurement"]["details"]["sequential"]
+    seq = acc["measurement"]["sequential"]
     assert acc["status"] == "pass" and proc.returncode == 0, proc.stdout[-2000:]
     assert seq["decision"] == "pass" and seq["items_used"] == acc["n"] < 80 and "n=" in seq["reason"]
     assert acc["interval"]["method"] == "beta-binomial confidence sequence"
@@ -89,7 +89,7 @@ def test_sequential_gate_stops_early_at_its_fail_boundary(tmp_path):
                       .replace("min_accuracy: 0.10", "min_accuracy: 0.60"))
     proc = run_gate("-m", "device and accuracy", f"--target={target}", "--no-cache", "--reports", str(tmp_path / "r"))
     acc = accuracy(tmp_path / "r")
-    seq = acc["measurement"]["details"]["sequential"]
+    seq = acc["measurement"]["sequential"]
     assert acc["status"] == "fail" and proc.returncode == 1, proc.stdout[-2000:]
     # Gemma answers about half: shown below 0.9 (minimum + indifference) long before 80 questions.
     assert seq["stopped_by"] == "fail boundary" and seq["items_used"] < 80

@@ -46,8 +46,7 @@ def test_nli_with_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_wikibio_concepts_are_read_from_the_data_dir():
-    from edgeready.gates.hallucination import load_concepts
-    from edgeready.targets import ConceptSpec
+    from edgeready.datasets.sources import ConceptSpec, load_concepts
 
     names, prov = load_concepts(ConceptSpec(kind="wikibio", path="wikibio/concepts.txt"), SHARED_DATA)
     assert len(names) == 238 and prov["path"].endswith("concepts.txt")
@@ -58,7 +57,7 @@ def test_sequential_gate_stops_early_and_a_rerun_loads_neither_model(tmp_path):
     args = ("-m", "device and hallucination", "--target", str(target), "--cache-dir", str(tmp_path / "cache"))
     proc = run_gate(*args, "--reports", str(tmp_path / "a"))
     g = json.loads((tmp_path / "a" / "verdict.json").read_text())["verdicts"][0]["gates"]["hallucination"]
-    seq = g["measurement"]["details"]["sequential"]
+    seq = g["measurement"]["sequential"]
     assert g["status"] == "pass" and proc.returncode == 0, proc.stdout[-3000:]
     # Far below its maximum (0.95), the test stops after a round or two of its 20-concept budget.
     assert seq["decision"] == "pass" and seq["stopped_by"] == "pass boundary" and seq["items_used"] < 20

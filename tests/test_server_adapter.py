@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from adapters.base import Adapter
-from adapters.openai_server import OpenAIServerAdapter, ServerRequestError
+from edgeready.adapters.base import Adapter
+from edgeready.adapters.openai_server import OpenAIServerAdapter, ServerRequestError
 from edgeready.records import GenerationRequest
 from edgeready.server_process import LlamaCppServer, ServerStartError, free_port
 

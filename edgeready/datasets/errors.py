@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
+from edgeready.errors import DatasetError
 
-class DatasetError(ValueError):
-    """A dataset file that cannot be read as expected. The message names the file and the key or item."""
+__all__ = ["DatasetError"]

@@ -30,6 +30,7 @@ from typing import Literal
 
 from edgeready.energy.reading import EnergyReading, trapezoid_joules
 from edgeready.energy.sampling import Sampler
+from edgeready.errors import MeasurementError
 
 Runner = Callable[[list[str]], str]
 CurrentSign = Literal["auto", "negative_discharge", "positive_discharge"]
@@ -184,23 +185,32 @@ class AndroidBatteryMeter:
         return self._reading(points)
 
     # --- arithmetic ---------------------------------------------------------------------------
+    def _units(self, usable: list[tuple[float, GaugeSample]]) -> tuple[float, float, str]:
+        """Scales to uA and uV (gauges report mA/mV or uA/uV) and the sign convention of discharge current."""
+        currents = [s.current for _, s in usable if s.current is not None]
+        voltages = [s.voltage for _, s in usable if s.voltage is not None]
+        i_scale = 1000.0 if max(abs(c) for c in currents) < 10_000 else 1.0  # mA reported -> uA
+        v_scale = 1000.0 if statistics.median(voltages) < 100_000 else 1.0  # mV reported -> uV
+        if self.current_sign != "auto":
+            return i_scale, v_scale, self.current_sign
+        return i_scale, v_scale, "negative_discharge" if statistics.median(currents) < 0 else "positive_discharge"
+
+    def _charge_drop(self, points: list[tuple[float, GaugeSample]]) -> tuple[float, float]:
+        """How far the charge counter fell over the window, and its step (the counter's resolution), in uAh."""
+        charges = [s.charge_uah for _, s in points if s.charge_uah is not None]
+        steps = [abs(b - a) for a, b in pairwise(charges) if b != a]
+        step_uah = max([self.charge_step_uah] + ([min(steps)] if steps else []))
+        return (charges[0] - charges[-1] if len(charges) >= 2 else 0), step_uah
+
     def _reading(self, points: list[tuple[float, GaugeSample]]) -> EnergyReading:
         seconds = self._clock() - self._t0
         statuses = sorted({s.status for _, s in points})
         if self.require_discharging and statuses != ["Discharging"]:
-            raise RuntimeError(f"battery not discharging during the window (status seen: {statuses})")
+            raise MeasurementError(f"battery not discharging during the window (status seen: {statuses})")
         usable = [(t, s) for t, s in points if s.current is not None and s.voltage is not None]
         if not usable:
-            raise RuntimeError("no readable current/voltage sample in the window")
-        currents = [s.current for _, s in usable if s.current is not None]
-        voltages = [s.voltage for _, s in usable if s.voltage is not None]
-
-        i_scale = 1000.0 if max(abs(c) for c in currents) < 10_000 else 1.0  # mA reported -> uA
-        v_scale = 1000.0 if statistics.median(voltages) < 100_000 else 1.0  # mV reported -> uV
-        if self.current_sign == "auto":
-            sign_name = "negative_discharge" if statistics.median(currents) < 0 else "positive_discharge"
-        else:
-            sign_name = self.current_sign
+            raise MeasurementError("no readable current/voltage sample in the window")
+        i_scale, v_scale, sign_name = self._units(usable)
         sign = -1.0 if sign_name == "negative_discharge" else 1.0
 
         def volts(s: GaugeSample) -> float:
@@ -217,10 +227,7 @@ class AndroidBatteryMeter:
         mean_w = power_j / span if span > 0 else 0.0
         spacing = span / (len(usable) - 1) if len(usable) > 1 else 0.0
 
-        charges = [s.charge_uah for _, s in points if s.charge_uah is not None]
-        steps = [abs(b - a) for a, b in pairwise(charges) if b != a]
-        step_uah = max([self.charge_step_uah] + ([min(steps)] if steps else []))
-        drop_uah = charges[0] - charges[-1] if len(charges) >= 2 else 0
+        drop_uah, step_uah = self._charge_drop(points)
         counter_j = drop_uah * _COULOMB_PER_UAH * mean_v
         use_counter = drop_uah > 0 and drop_uah >= step_uah / self.counter_min_rel
 

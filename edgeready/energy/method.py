@@ -55,6 +55,33 @@ def _enough(reading: EnergyReading, min_window_s: float, min_rel_resolution: flo
     return reading.seconds >= min_window_s and reading.joules >= reading.resolution_j / min_rel_resolution
 
 
+def _batches_in_window(meter: Meter, run_batch: Callable[[int], int], baseline_w: float, min_window_s: float,
+                       min_rel_resolution: float, max_window_s: float, max_batches: int | None,
+                       min_batches: int) -> tuple[int, int, bool, EnergyReading]:
+    """Run batches inside one meter window until it is long and resolved enough, or a limit is reached.
+    Returns (queries, batches, resolution reached, the gross reading)."""
+    queries = batches = 0
+    reached = False
+    meter.start()
+    try:
+        while True:
+            done = run_batch(batches)
+            if done < 0:
+                raise ValueError("run_batch must return the number of queries it ran (>= 0)")
+            queries += done
+            batches += 1
+            current = meter.read().minus_baseline(baseline_w)
+            # min_batches: several batches give a spread, hence an interval, not just a total.
+            if batches >= min_batches and _enough(current, min_window_s, min_rel_resolution):
+                reached = True
+                break
+            if current.seconds >= max_window_s or (max_batches is not None and batches >= max_batches):
+                break
+    finally:
+        final = meter.stop()
+    return queries, batches, reached, final
+
+
 def measure_queries(
     meter: Meter,
     run_batch: Callable[[int], int],
@@ -85,25 +112,8 @@ def measure_queries(
         else:
             baseline_w = 0.0
 
-    queries = batches = 0
-    reached = False
-    meter.start()
-    try:
-        while True:
-            done = run_batch(batches)
-            if done < 0:
-                raise ValueError("run_batch must return the number of queries it ran (>= 0)")
-            queries += done
-            batches += 1
-            current = meter.read().minus_baseline(baseline_w)
-            # min_batches: several batches give a spread, hence an interval, not just a total.
-            if batches >= min_batches and _enough(current, min_window_s, min_rel_resolution):
-                reached = True
-                break
-            if current.seconds >= max_window_s or (max_batches is not None and batches >= max_batches):
-                break
-    finally:
-        final = meter.stop()
+    queries, batches, reached, final = _batches_in_window(meter, run_batch, baseline_w, min_window_s,
+                                                          min_rel_resolution, max_window_s, max_batches, min_batches)
     net = final.minus_baseline(baseline_w)
     detail = dict(net.detail)
     detail.update({

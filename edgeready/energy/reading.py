@@ -13,18 +13,14 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal
 
+from edgeready.errors import EnergyUnavailable
+
+__all__ = ["JOULES_PER_MWH", "EnergyReading", "EnergyUnavailable", "Method"]
+
 Method = Literal["measured", "estimated"]
 
 # 1 Wh = 3600 J, so 1 mWh = 3.6 J.
 JOULES_PER_MWH = 3.6
-
-
-class EnergyUnavailable(RuntimeError):
-    """No meter can deliver what was asked. `tried` maps each meter name to why it is unavailable."""
-
-    def __init__(self, message: str, tried: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.tried: dict[str, str] = dict(tried or {})
 
 
 @dataclass(frozen=True)

@@ -1,95 +1,259 @@
-"""Generalization accuracy: share of questions whose answer part contains a gold answer.
+"""Generalization accuracy: the share of questions whose answer part contains a gold answer.
 
-The gate compares the lower bound of a two-sided Wilson interval at the target's confidence with
-the minimum, so a small sample cannot pass by luck. Exact match and per-complexity accuracy are
-reported beside it.
+Fixed-n: the lower bound of a two-sided Wilson interval at the target's confidence must reach the minimum, so
+a small sample cannot pass by luck. Sequential: rounds of questions until Wald's SPRT of `min_accuracy` against
+`min_accuracy + delta` decides (the threshold is an input of that sampling plan). Exact match and accuracy by
+complexity are reported beside it. Evidence: reports/items/<candidate>__<target>__accuracy.jsonl.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from adapters.base import Adapter
-from edgeready.advice import accuracy_advice
+from pydantic import Field, model_validator
+
+from edgeready.adapters.base import Adapter
+from edgeready.advice import accuracy_advice, budget_advice, shown_below
 from edgeready.candidates import Candidate
-from edgeready.config_errors import ConfigError
-from edgeready.datasets.countries import kb_provenance, load_countries_qa
 from edgeready.datasets.sampling import stratified_sample
-from edgeready.datasets.webqsp import load_webqsp
-from edgeready.gates.rounds import accuracy_fixed_equivalent, accuracy_test, score_in_rounds, sequential_details
-from edgeready.measurement import Check, GateResult, Measurement, judge
-from edgeready.prompts import qa_request
+from edgeready.datasets.sources import DatasetSpec, load_questions
+from edgeready.errors import ConfigError, MeasurementError
+from edgeready.gates.base import Gate, RunResources, StashKey, register
+from edgeready.measurement import Check, Judgement, Measurement
+from edgeready.prompts import PromptStyle, qa_request
 from edgeready.records import QAItem, Response
+from edgeready.schema import Pair, SequentialOptions
 from edgeready.scoring.qa import QAScore, score_response
-from edgeready.stats import Interval, wilson
-from edgeready.targets import AccuracyGate, DatasetSpec
+from edgeready.sequential.base import SequentialTest, outcome, run_in_rounds
+from edgeready.sequential.mixture import SequentialProportionTest
+from edgeready.sequential.sprt import BernoulliSPRT
+from edgeready.stats import Interval, wilson, wilson_best_low
 
 
-def resolve_data_path(spec_path: str, data_dir: Path | None) -> Path:
-    path = Path(spec_path).expanduser()
-    if not path.is_absolute():
-        if data_dir is None:
-            raise ConfigError(
-                f"dataset path '{spec_path}' is relative but no data directory is set "
-                "(pass --data-dir; ../shared/data is the default when it exists)"
-            )
-        path = data_dir / path
-    if not path.is_file():
-        raise ConfigError(f"dataset file not found: {path}")
-    return path
+class AccuracyConfig(SequentialOptions):
+    """`gates.accuracy`: questions from `dataset`, `sample_size` of them (or rounds up to `max_items` when
+    sequential), greedy answers of at most `max_tokens`, and the minimum share correct."""
+
+    dataset: DatasetSpec
+    sample_size: int = Field(ge=1, description="Questions to ask; --limit overrides")
+    seed: int = 0
+    min_accuracy: float = Field(gt=0, lt=1)
+    max_tokens: int = Field(default=16, ge=1, le=512)
+    # sprt: Wald's test of min_accuracy against min_accuracy + delta (fewest items at those two points);
+    # mixture: the beta-binomial confidence sequence (delta may be 0; more items near the minimum).
+    test: Literal["sprt", "mixture"] = "sprt"
+
+    @model_validator(mode="after")
+    def _reachable(self) -> AccuracyConfig:
+        if self.mode == "fixed":
+            self.check_limit(self.sample_size)
+            return self
+        if self.delta + self.min_accuracy >= 1:
+            raise ValueError(f"min_accuracy + delta ({self.min_accuracy} + {self.delta}) must stay below 1")
+        if self.test == "sprt" and self.delta == 0:
+            raise ValueError("delta: an SPRT needs an indifference margin > 0 (e.g. 0.05), or use test: mixture")
+        self.check_limit(self.cap)
+        if self.delta > 0:
+            self._ensure_power()
+        return self
+
+    def _ensure_power(self) -> None:
+        """The target promises that a model at min_accuracy + delta fails with probability <= beta. A budget
+        that runs out before the test decides is a fail too, so check the promise at this budget, exactly."""
+        from edgeready.sequential.sprt import budget_for_power, operating_characteristics
+
+        rule, p1 = accuracy_test(self).rule(), self.min_accuracy + self.delta
+        op = operating_characteristics(p1, rule, self.round_size, self.cap)
+        if op.reject_prob > self.beta:
+            enough = budget_for_power(rule, p1, self.beta, self.round_size, 2 * self.cap)
+            raise ValueError(
+                f"max_items {self.cap} is too small for power {1 - self.beta:g} at {p1:g}: a model at min_accuracy "
+                f"+ delta would not pass in {op.reject_prob:.1%} of runs (the budget runs out first in "
+                f"{op.undecided_prob:.1%}); raise max_items to about {enough or 'many more'}, widen delta, or "
+                "lower power")
+
+    def check_limit(self, n: int) -> None:
+        """Raise ValueError when no run of n items could pass, even with every answer correct."""
+        if self.mode == "fixed":
+            best = wilson_best_low(n, self.confidence)
+            if best < self.min_accuracy:
+                raise ValueError(
+                    f"min_accuracy {self.min_accuracy} is unreachable with {n} questions at confidence "
+                    f"{self.confidence}: even {n}/{n} correct gives a Wilson lower bound of {best:.3f}; ask more "
+                    "questions or lower the minimum")
+            return
+        if not accuracy_test(self).reachable(n):
+            raise ValueError(f"min_accuracy {self.min_accuracy} is unreachable within {n} items: even all "
+                             "correct would not pass the sequential test; raise max_items or lower the minimum")
 
 
-def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> tuple[list[QAItem], dict[str, Any]]:
-    if spec.kind == "countries-kb":
-        return load_countries_qa(), {"dataset": "countries-kb (embedded)", **kb_provenance()}
-    assert spec.path is not None  # the schema requires it for webqsp
-    path = resolve_data_path(spec.path, data_dir)
-    return load_webqsp(path), {"dataset": "webqsp", "path": str(path)}
+def accuracy_test(cfg: AccuracyConfig) -> BernoulliSPRT | SequentialProportionTest:
+    """The sequential test a block describes (its threshold and margin are the plan's inputs)."""
+    if cfg.test == "sprt":
+        return BernoulliSPRT(threshold=cfg.min_accuracy, alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
+    return SequentialProportionTest(threshold=cfg.min_accuracy, alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
 
 
-def select_items(gate: AccuracyGate, items: list[QAItem], limit: int | None) -> list[QAItem]:
-    n = limit if limit is not None else gate.cap
-    try:
-        gate.ensure_reachable(min(n, len(items)))
-    except ValueError as exc:
-        raise ConfigError(f"--limit {n}: {exc}") from None
-    # Stratified and interleaved: every prefix keeps the simple/complex mix, which a sequential gate needs.
-    return stratified_sample(items, n, gate.seed)
+def fixed_equivalent(cfg: AccuracyConfig) -> dict[str, Any] | None:
+    """The smallest fixed-n exact binomial test with the block's error rates (None without a margin)."""
+    from edgeready.sequential.sprt import fixed_n_design
+
+    if cfg.delta <= 0:
+        return None
+    d = fixed_n_design(cfg.min_accuracy, cfg.delta, cfg.alpha, cfg.beta)
+    return {"n": d.n, "k_min": d.k_min, "alpha": round(d.alpha, 5), "power": round(d.power, 5),
+            "how": "exact binomial test at level alpha with power 1 - beta at min_accuracy + delta"}
 
 
-def measure_accuracy(
-    adapter: Adapter, candidate: Candidate, gate: AccuracyGate, items: list[QAItem], provenance: dict[str, Any],
-    responses_out: list[Response] | None = None,
-) -> Measurement:
-    requests_all = [qa_request(item, gate.max_tokens) for item in items]
-    started = time.perf_counter()
-    # Fixed-n answers every item in one batch; sequential answers rounds until the always-valid test decides.
-    test = accuracy_test(gate) if gate.mode == "sequential" else None
-    responses: list[Response] = []
-    scores: list[QAScore] = []
+# -- inputs shared with other gates ----------------------------------------------------------------
+Questions = tuple[list[QAItem], dict[str, Any]]
+_QUESTIONS = "accuracy.questions"
+
+
+def questions(run: RunResources, pair: Pair) -> Questions:
+    """The target's accuracy questions as the run samples them (seeded, stratified, capped by --limit), with
+    provenance; loaded once per target. The latency, memory and energy gates ask the same questions."""
+    cfg = pair.target.gates.get("accuracy")
+    if not isinstance(cfg, AccuracyConfig):
+        raise MeasurementError(f"target {pair.target.key} has no accuracy gate, whose questions this gate asks")
+
+    def load() -> Questions:
+        items, prov = load_questions(cfg.dataset, run.data_dir)
+        n = run.limit if run.limit is not None else cfg.cap
+        try:
+            cfg.check_limit(min(n, len(items)))
+        except ValueError as exc:
+            raise ConfigError(f"--limit {n}: {exc}") from None
+        # Stratified and interleaved: every prefix keeps the simple/complex mix, which a sequential gate needs.
+        chosen = stratified_sample(items, n, cfg.seed)
+        return chosen, {**prov, "population": len(items), "sampled": len(chosen)}
+
+    return run.shared(StashKey[Questions](f"{_QUESTIONS}|{pair.target.key}|{run.limit}"), load)
+
+
+def prompts_for(run: RunResources, pair: Pair, n: int) -> list[QAItem]:
+    """The first n questions a gate asks: the accuracy gate's, or embedded ones for a target without one."""
+    if pair.target.gates.get("accuracy") is not None:
+        return questions(run, pair)[0][:n]
+    from edgeready.datasets.countries import load_countries_qa
+
+    return stratified_sample(load_countries_qa(), 32, 0)[:n]
+
+
+def answers_key(pair: Pair) -> StashKey[list[Response]]:
+    """Where the accuracy gate leaves its responses: an offload target's latency gate times the same ones."""
+    return StashKey[list[Response]](f"accuracy.answers|{pair.id}")
+
+
+# -- the gate -----------------------------------------------------------------------------------------
+@dataclass
+class AccuracyInputs:
+    adapter: Adapter
+    items: list[QAItem]
+    prompt_style: PromptStyle
+    provenance: dict[str, Any]
+    answers: list[Response] = field(default_factory=list)  # filled by measure, read by other gates
+
+
+@register
+class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
+    name = "accuracy"
+    order = 1
+    config = AccuracyConfig
+    description = "generalization accuracy (question answering)"
+    severity = "critical"
+
+    def gather(self, run: RunResources, pair: Pair, cfg: AccuracyConfig) -> AccuracyInputs:
+        items, prov = questions(run, pair)
+        answers = run.shared(answers_key(pair), list)
+        answers.clear()
+        return AccuracyInputs(run.cached(pair), items, pair.candidate.prompt_style,
+                              {**prov, **run.provenance(pair)}, answers)
+
+    def measure(self, inputs: AccuracyInputs, cfg: AccuracyConfig) -> Measurement:
+        started = time.perf_counter()
+        test = accuracy_test(cfg) if cfg.mode == "sequential" else None
+        used, decision, scores = _answer_in_rounds(inputs, cfg, test)
+        records = _records(inputs, cfg, scores)
+        n, k = len(records), sum(r["correct"] for r in records)
+        interval, seq = wilson(k, n, cfg.confidence), None
+        if test is not None and decision is not None:
+            # The always-valid bounds replace Wilson's: the gate looked at the data after every round.
+            interval = Interval(low=decision.lower, high=decision.upper, confidence=cfg.confidence,
+                                method="beta-binomial confidence sequence")
+            seq = outcome(test, decision, used, len(inputs.items), cfg.round_size, fixed_equivalent(cfg))
+        return Measurement(
+            gate=self.name, metric="accuracy (answer contains a gold answer)", value=k / n, unit="", n=n,
+            interval=interval, method="measured",
+            meter="contains-gold after normalization; answer part = up to the first newline",
+            provenance={**inputs.provenance, "adapter": inputs.adapter.describe(),
+                        "prompt_style": inputs.prompt_style, "seed": cfg.seed, "max_tokens": cfg.max_tokens},
+            details={
+                "correct": k,
+                "exact_match": sum(r["exact"] for r in records) / n,
+                "by_complexity": _by_complexity(records, cfg.confidence),
+                "wall_s": round(time.perf_counter() - started, 3),
+                "completion_tokens": sum(r["completion_tokens"] for r in records),
+                "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+                "cache_hits": sum(r["cache"] == "hit" for r in records),
+            },
+            sequential=seq,
+            items=[{k: v for k, v in r.items() if k != "cache"} for r in records],
+        )
+
+    def judge(self, m: Measurement, cfg: AccuracyConfig, subject: Candidate) -> Judgement:
+        assert m.interval is not None
+        seq = m.sequential
+        if seq is None:
+            check = Check(name="accuracy", observed=m.interval.low, op=">=", threshold=cfg.min_accuracy, unit="",
+                          compared=f"Wilson lower bound ({cfg.confidence:.0%})")
+            return Judgement([check], accuracy_advice(m, check, subject.strategy, subject.quantization))
+        test = accuracy_test(cfg)
+        differs = seq.plan_differs(test.name, cfg.min_accuracy, cfg.delta, cfg.alpha, cfg.beta)
+        if differs:
+            raise MeasurementError(differs)
+        # A sequential test decides by its e-value: the check compares the very float it decided by with the
+        # very boundary, log(1/alpha). The interval beside it is for reading.
+        evidence = (f"log likelihood ratio of accuracy {cfg.min_accuracy + cfg.delta:g} vs {cfg.min_accuracy:g}"
+                    if cfg.test == "sprt" else f"log e-value against accuracy <= {cfg.min_accuracy:g}")
+        check = Check(name="accuracy", observed=seq.log_evalue_pass, op=">=", threshold=seq.log_boundary_pass,
+                      unit="", compared=f"{evidence} (boundary log(1/alpha))")
+        if seq.stopped_by == "budget":
+            return Judgement([check], budget_advice(seq))
+        below = shown_below("accuracy", m.value, m.n, cfg.min_accuracy + cfg.delta, "minimum + indifference", seq)
+        return Judgement([check], accuracy_advice(m, check, subject.strategy, subject.quantization, below))
+
+
+def _answer_in_rounds(inputs: AccuracyInputs, cfg: AccuracyConfig,
+                      test: SequentialTest | None) -> tuple[int, Any, list[tuple[Response, QAScore]]]:
+    """Ask the questions a round at a time (all at once when fixed-n) and score each answer."""
+    requests = [qa_request(item, cfg.max_tokens) for item in inputs.items]
+    scored: list[tuple[Response, QAScore]] = []
 
     def score_round(start: int, stop: int) -> list[float | None]:
-        batch = adapter.generate(requests_all[start:stop])
-        responses.extend(batch)
-        new = [score_response(r.text, it.answers) for r, it in zip(batch, items[start:stop], strict=True)]
-        scores.extend(new)
+        batch = inputs.adapter.generate(requests[start:stop])
+        inputs.answers.extend(batch)
+        new = [score_response(r.text, it.answers) for r, it in zip(batch, inputs.items[start:stop], strict=True)]
+        scored.extend(zip(batch, new, strict=True))
         return [1.0 if s.correct else 0.0 for s in new]
 
-    used, decision = score_in_rounds(len(items), gate, test, score_round)
-    items, requests = items[: len(responses)], requests_all[: len(responses)]
-    wall = time.perf_counter() - started
-    if responses_out is not None:
-        responses_out.extend(responses)  # the latency gate of an offload target reuses them
-    records: list[dict[str, Any]] = []
-    for item, req, resp, s in zip(items, requests, responses, scores, strict=True):
+    used, decision = run_in_rounds(test, score_round, len(inputs.items), cfg.round_size, cfg.cap)
+    return used, decision, scored
+
+
+def _records(inputs: AccuracyInputs, cfg: AccuracyConfig, scored: list[tuple[Response, QAScore]]) -> list[dict]:
+    """The evidence, one record per question asked: prompt, response, the part scored, gold, verdict."""
+    records = []
+    for item, (resp, s) in zip(inputs.items, scored, strict=False):
+        req = qa_request(item, cfg.max_tokens)
         records.append({
             "id": item.id,
             "complexity": item.complexity,
             "hops": item.hops,
             "question": item.question,
-            "prompt": req.prompt if candidate.prompt_style == "few-shot" else [list(m) for m in req.messages],
+            "prompt": req.prompt if inputs.prompt_style == "few-shot" else [list(m) for m in req.messages],
             "response": resp.text,
             "answer_part": s.answer,
             "gold": list(item.answers),
@@ -101,71 +265,18 @@ def measure_accuracy(
             "latency_s": round(resp.timings.total_s, 4),
             "served_by": resp.served_by,
             **({"fallback": True} if resp.meta.get("fallback") else {}),
+            "cache": resp.meta.get("cache"),
         })
-    n = len(records)
-    k = sum(r["correct"] for r in records)
+    return records
+
+
+def _by_complexity(records: list[dict], confidence: float) -> dict[str, Any]:
     by: dict[str, Any] = {}
     for cx in ("simple", "complex"):
         sub = [r for r in records if r["complexity"] == cx]
         if sub:
             ks = sum(r["correct"] for r in sub)
-            ci = wilson(ks, len(sub), gate.confidence)
+            ci = wilson(ks, len(sub), confidence)
             by[cx] = {"n": len(sub), "accuracy": ks / len(sub), "interval": [ci.low, ci.high],
                       "served_by_server": sum(r["served_by"] == "server" for r in sub)}
-    interval = wilson(k, n, gate.confidence)
-    sequential: dict[str, Any] = {"mode": gate.mode}
-    if test is not None and decision is not None:
-        # The always-valid bounds replace Wilson's: the gate looked at the data after every round.
-        interval = Interval(low=decision.lower, high=decision.upper, confidence=gate.confidence,
-                            method="beta-binomial confidence sequence")
-        sequential = sequential_details(gate, test, decision, used, len(requests_all),
-                                        accuracy_fixed_equivalent(gate))
-    return Measurement(
-        gate="accuracy",
-        metric="accuracy (answer contains a gold answer)",
-        value=k / n,
-        unit="",
-        n=n,
-        interval=interval,
-        method="measured",
-        meter="contains-gold after normalization; answer part = up to the first newline",
-        provenance={**provenance, "adapter": adapter.describe(), "prompt_style": candidate.prompt_style,
-                    "seed": gate.seed, "max_tokens": gate.max_tokens},
-        details={
-            "correct": k,
-            "exact_match": sum(r["exact"] for r in records) / n,
-            "by_complexity": by,
-            "wall_s": round(wall, 3),
-            "completion_tokens": sum(r["completion_tokens"] for r in records),
-            "prompt_tokens": sum(r["prompt_tokens"] for r in records),
-            "cache_hits": sum(r.meta.get("cache") == "hit" for r in responses),
-            "sequential": sequential,
-        },
-        items=records,
-    )
-
-
-def judge_accuracy(base: dict[str, str], m: Measurement, gate: AccuracyGate, candidate: Candidate) -> GateResult:
-    assert m.interval is not None
-    seq = m.details.get("sequential", {})
-    if seq.get("mode") == "sequential":
-        # A sequential test decides by its e-value: the check compares the very float it decided by with the
-        # very boundary, log(1/alpha). The interval beside it is for reading.
-        evidence = (f"log likelihood ratio of accuracy {gate.min_accuracy + gate.delta:g} vs {gate.min_accuracy:g}"
-                    if gate.test == "sprt" else f"log e-value against accuracy <= {gate.min_accuracy:g}")
-        check = Check(name="accuracy", observed=seq["log_evalue_pass"], op=">=", threshold=seq["log_boundary_pass"],
-                      unit="", compared=f"{evidence} (boundary log(1/alpha))")
-    else:
-        check = Check(name="accuracy", observed=m.interval.low, op=">=", threshold=gate.min_accuracy, unit="",
-                      compared=f"Wilson lower bound ({gate.confidence:.0%})")
-    if seq.get("stopped_by") == "budget":
-        advice = (f"inconclusive rather than bad: {seq['items_used']} items did not settle the test "
-                  f"({seq['reason']}); raise max_items (a fixed-n test at these error rates needs "
-                  f"{(seq.get('fixed_n_equivalent') or {}).get('n', 'more')} items) before changing the model")
-    elif seq.get("mode") == "sequential":
-        advice = accuracy_advice(m, check, candidate.strategy, candidate.quantization, shown_below=(
-            f"accuracy {m.value:.3f} on {m.n} items, shown below {gate.min_accuracy + gate.delta:g} (minimum + "
-            f"indifference) by the sequential test at beta = {seq['beta']:g}"))
-    else:
-        advice = accuracy_advice(m, check, candidate.strategy, candidate.quantization)
-    return judge(base, m, [check], advice)
+    return by

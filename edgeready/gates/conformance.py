@@ -9,22 +9,88 @@ tokens, context length, digest) pass or fail outright.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from scipy.stats import norm
 
+from edgeready.advice import CONFORMANCE_ADVICE
+from edgeready.candidates import Candidate
 from edgeready.conformance import check_conformance
+from edgeready.gates.base import Gate, RunResources, register
 from edgeready.kld import kl_divergence
-from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.measurement import Check, Judgement, Measurement
+from edgeready.schema import GateConfig, Pair, Profile
 from edgeready.stats import Interval
-from edgeready.targets import ConformanceGate, Profile
 
 _Z = float(norm.ppf(0.975))
 
 
+class ConformanceConfig(GateConfig):
+    """`gates.conformance`: cheap first tier for derived candidates (those naming a `base`): GGUF conformance
+    with the base and next-token KL divergence from it on a fixed text, as llama.cpp's perplexity tool reports
+    it. A candidate that fails it is not sent to the expensive gates."""
+
+    max_kld_mean: float = Field(gt=0)
+    max_kld_p99: float = Field(gt=0)
+    min_same_top_pct: float = Field(default=0.0, ge=0, le=100)
+    n_ctx: int = Field(default=512, ge=64, le=8192)
+
+
+@dataclass
+class ConformanceInputs:
+    base: Path
+    candidate: Path
+    manifest_sha: str | None
+    profile: Profile
+    cache_dir: Path
+    provenance: dict[str, Any]
+
+
+@register
+class Conformance(Gate[ConformanceConfig, ConformanceInputs]):
+    name = "conformance"
+    order = 0
+    config = ConformanceConfig
+    description = "cheap first-tier checks (GGUF conformance, KL divergence)"
+    roles = ("device", "server")
+    first_tier = True
+
+    def applies(self, pair: Pair) -> bool:
+        return pair.candidate.base is not None
+
+    def gather(self, run: RunResources, pair: Pair, cfg: ConformanceConfig) -> ConformanceInputs:
+        assert pair.candidate.base is not None  # applies()
+        base = run.part(pair.candidate, pair.candidate.base)
+        base_path, _ = run.model(base)
+        cand_path, sha = run.model(pair.candidate)
+        run.release()  # KLD loads both models itself
+        art = pair.candidate.artifact
+        return ConformanceInputs(base_path, cand_path, art.sha256 if art else None, pair.target.profile,
+                                 run.cache_dir, {"sha256": sha, "base_candidate": base.name})
+
+    def measure(self, inputs: ConformanceInputs, cfg: ConformanceConfig) -> Measurement:
+        return measure_conformance(inputs.base, inputs.candidate, inputs.manifest_sha, cfg, inputs.profile,
+                                   inputs.cache_dir, inputs.provenance)
+
+    def judge(self, m: Measurement, cfg: ConformanceConfig, subject: Candidate) -> Judgement:
+        d = m.details
+        assert m.interval is not None
+        checks = [Check(f"gguf:{c['name']}", 1.0 if c["passed"] else 0.0, ">=", 1.0, "", c["detail"][:80])
+                  for c in d["structural"]]
+        checks += [
+            Check("kld_mean", m.interval.high, "<=", cfg.max_kld_mean, "nats", "upper bound (95%)"),
+            Check("kld_p99", d["kld_p99"], "<=", cfg.max_kld_p99, "nats", "99th percentile over tokens"),
+            Check("same_top", d["same_top_pct"] - _Z * d["same_top_stderr"], ">=", cfg.min_same_top_pct, "%",
+                  "lower bound (95%)"),
+        ]
+        return Judgement(checks, CONFORMANCE_ADVICE)
+
+
 def measure_conformance(
-    base: Path, cand: Path, manifest_sha: str | None, gate: ConformanceGate, profile: Profile, cache_dir: Path,
+    base: Path, cand: Path, manifest_sha: str | None, gate: ConformanceConfig, profile: Profile, cache_dir: Path,
     provenance: dict[str, Any],
 ) -> Measurement:
     structural = check_conformance(base, cand, manifest_sha)
@@ -43,19 +109,3 @@ def measure_conformance(
         details={**kld.as_dict(), "structural": [c.__dict__ for c in structural]},
         items=[{"id": c.name, "passed": c.passed, "detail": c.detail} for c in structural],
     )
-
-
-def judge_conformance(base: dict[str, str], m: Measurement, gate: ConformanceGate) -> GateResult:
-    d = m.details
-    assert m.interval is not None
-    checks = [Check(f"gguf:{c['name']}", 1.0 if c["passed"] else 0.0, ">=", 1.0, "", c["detail"][:80])
-              for c in d["structural"]]
-    checks += [
-        Check("kld_mean", m.interval.high, "<=", gate.max_kld_mean, "nats", "upper bound (95%)"),
-        Check("kld_p99", d["kld_p99"], "<=", gate.max_kld_p99, "nats", "99th percentile over tokens"),
-        Check("same_top", d["same_top_pct"] - _Z * d["same_top_stderr"], ">=", gate.min_same_top_pct, "%",
-              "lower bound (95%)"),
-    ]
-    advice = ("too far from the base: quantize at more bits (Q5_K_M or above), keep the token embedding at "
-              "Q8_0, or prune fewer blocks; a structural mismatch means the file is not a variant of the base")
-    return judge(base, m, checks, advice)

@@ -10,29 +10,86 @@ A target that requires a measured value on a machine with no counter is an error
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from scipy import stats as sps
+from pydantic import Field
 
-from adapters.base import Adapter
-from edgeready.energy import CpuPowerModel, EnergyPerQuery, measure_queries, select_meter
+from edgeready.adapters.base import Adapter
+from edgeready.advice import energy_advice
+from edgeready.candidates import Candidate
+from edgeready.energy import CpuPowerModel, EnergyPerQuery, Meter, measure_queries, select_meter
 from edgeready.energy.derived import joules_to_mwh
-from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.gates.accuracy import prompts_for
+from edgeready.gates.base import Gate, RunResources, register
+from edgeready.measurement import Check, Judgement, Measurement, MeasurementError
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem
+from edgeready.schema import GateConfig, Pair, Profile, Target
 from edgeready.stats import Interval
-from edgeready.targets import EnergyGate, Profile
+
+
+class EnergyConfig(GateConfig):
+    """`gates.energy`: energy per query. `require: measured` turns an estimate into an error (for sign-off)."""
+
+    max_mwh_per_query: float = Field(gt=0)
+    require: Literal["measured", "any"] = "measured"
+    meter: Literal["auto", "rapl", "nvml", "android", "estimate"] = "auto"
+    queries_per_batch: int = Field(default=8, ge=1)
+    min_window_s: float = Field(default=2.0, gt=0)
+    min_rel_resolution: float = Field(default=0.01, gt=0, lt=1)
+    baseline_s: float = Field(default=1.0, ge=0)
+    max_window_s: float = Field(default=120.0, gt=0)
+    min_batches: int = Field(default=3, ge=1, description="batches give the interval's spread")
+    max_batches: int = Field(default=8, ge=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    def check_target(self, target: Target) -> None:
+        if self.require == "any" and self.meter in ("auto", "estimate") and target.profile.power is None:
+            raise ValueError("gates.energy may fall back to an estimate but profile.power is missing")
+
+
+@dataclass
+class EnergyInputs:
+    adapter: Adapter
+    profile: Profile
+    items: list[QAItem]
+    provenance: dict[str, Any]
+    pid: int
+
+
+@register
+class Energy(Gate[EnergyConfig, EnergyInputs]):
+    name = "energy"
+    order = 4
+    config = EnergyConfig
+    description = "resource consumption (energy per query)"
+
+    def gather(self, run: RunResources, pair: Pair, cfg: EnergyConfig) -> EnergyInputs:
+        adapter = run.live(pair)
+        # A server's energy is its own process's (or its GPU's); a device's is this process's.
+        pid = run.server_pid() if pair.role == "server" else os.getpid()
+        if pid is None:
+            raise MeasurementError("energy of an external endpoint cannot be metered from here")
+        return EnergyInputs(adapter, pair.target.profile, prompts_for(run, pair, cfg.queries_per_batch),
+                            run.provenance(pair), pid)
+
+    def measure(self, inputs: EnergyInputs, cfg: EnergyConfig) -> Measurement:
+        return measure_energy(inputs.adapter, cfg, inputs.profile, inputs.items, inputs.provenance, inputs.pid)
+
+    def judge(self, m: Measurement, cfg: EnergyConfig, subject: Candidate) -> Judgement:
+        observed = m.interval.high if m.interval else m.value
+        compared = f"upper bound ({m.interval.confidence:.0%} {m.interval.method})" if m.interval else "value"
+        check = Check("energy_per_query", observed, "<=", cfg.max_mwh_per_query, "mWh", f"{compared}, {m.method}")
+        return Judgement([check], energy_advice(check))
 
 
 def measure_energy(
-    adapter: Adapter, gate: EnergyGate, profile: Profile, items: list[QAItem],
+    adapter: Adapter, gate: EnergyConfig, profile: Profile, items: list[QAItem],
     provenance: dict[str, Any], pid: int,
 ) -> Measurement:
-    model = None
-    if profile.power is not None:
-        model = CpuPowerModel(profile.power.active_w_per_core, profile.power.idle_w,
-                              source=f"target profile power model ({profile.device})")
-    meter = select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=pid)
+    meter = _meter(gate, profile, pid)
     requests = [qa_request(it, 16) for it in items[: gate.queries_per_batch]]
     marks: list[tuple[float, float, int]] = []  # cumulative (gross joules, seconds) after each batch
     tokens = 0
@@ -88,6 +145,15 @@ def measure_energy(
     )
 
 
+def _meter(gate: EnergyConfig, profile: Profile, pid: int) -> Meter:
+    """The block's meter; the estimate, where allowed, uses the profile's power model on `pid`'s CPU time."""
+    model = None
+    if profile.power is not None:
+        model = CpuPowerModel(profile.power.active_w_per_core, profile.power.idle_w,
+                              source=f"target profile power model ({profile.device})")
+    return select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=pid)
+
+
 def _per_batch_mwh(marks: list[tuple[float, float, int]], baseline_w: float) -> list[float]:
     out, prev_j, prev_s = [], 0.0, 0.0
     for joules, seconds, queries in marks:
@@ -103,14 +169,7 @@ def _t_interval(values: list[float], confidence: float) -> Interval | None:
     n = len(values)
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy import stats as sps
+
     half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return Interval(low=max(0.0, mean - half), high=mean + half, confidence=confidence, method="student-t")
-
-
-def judge_energy(base: dict[str, str], m: Measurement, gate: EnergyGate) -> GateResult:
-    observed = m.interval.high if m.interval else m.value
-    compared = f"upper bound ({m.interval.confidence:.0%} {m.interval.method})" if m.interval else "value"
-    check = Check("energy_per_query", observed, "<=", gate.max_mwh_per_query, "mWh", f"{compared}, {m.method}")
-    advice = (f"energy per query over by {-check.margin:.3g} mWh: fewer bits (less memory traffic per token), "
-              "pruned blocks, or shorter answers (max_tokens); on a phone, pin threads to the big cores")
-    return judge(base, m, [check], advice)

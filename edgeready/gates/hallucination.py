@@ -4,8 +4,10 @@ Protocol (Manakul et al., EMNLP 2023): for each concept the prompt "This is a pa
 about {concept}:"; one main passage by greedy decoding and N stochastic samples (temperature 1.0,
 seeds seed+1..seed+N); the main passage split into sentences with pysbd; every sentence scored in
 [0, 1] against the N samples by the target's scorer (1 = likely hallucinated: the samples do not
-back it up). Rate = mean sentence score over all sentences of all passages; the gate passes only
-when the upper bound of a bootstrap interval over passages is within the maximum.
+back it up). Fixed-n: rate = mean sentence score over all sentences of all passages, and the gate passes
+only when the upper bound of a bootstrap interval over passages is within the maximum. Sequential: a
+betting e-process over passage scores decides (the maximum is an input of that sampling plan).
+Evidence: reports/items/<candidate>__<target>__hallucination.jsonl (passages, samples, sentence scores).
 """
 
 from __future__ import annotations
@@ -13,38 +15,86 @@ from __future__ import annotations
 import random
 import re
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from adapters.base import Adapter
+from edgeready.adapters.base import Adapter
+from edgeready.advice import hallucination_advice
 from edgeready.cache import GenerationStore
 from edgeready.candidates import Candidate
-from edgeready.config_errors import ConfigError
-from edgeready.gates.accuracy import resolve_data_path
-from edgeready.gates.rounds import hallucination_test, mean_fixed_equivalent, score_in_rounds, sequential_details
-from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.datasets.sources import ConceptSpec, load_concepts
+from edgeready.errors import MeasurementError
+from edgeready.gates.base import Gate, RunResources, register
+from edgeready.measurement import Check, Judgement, Measurement, SequentialOutcome
 from edgeready.records import GenerationRequest
+from edgeready.schema import Pair, SequentialOptions
+from edgeready.selfcheck import SentenceScorer, make_scorer
+from edgeready.selfcheck.cached import CachedScorer, scorer_identity
+from edgeready.sequential.base import Decision, outcome, run_in_rounds
+from edgeready.sequential.betting import BettingMeanTest
 from edgeready.stats import Interval
-from edgeready.targets import ConceptSpec, HallucinationGate
 
 PROMPT = "This is a passage from Wikipedia about {concept}:"
 _TAG = re.compile(r"<[^>]{1,40}>")
 _TERMINAL = (".", "!", "?", '"', "”", "'", ")")
 
 
-def load_concepts(spec: ConceptSpec, data_dir: Path | None) -> tuple[list[str], dict[str, Any]]:
-    if spec.kind == "countries-kb":
-        from edgeready.datasets.countries import embedded_concepts, kb_provenance
+class HallucinationConfig(SequentialOptions):
+    """`gates.hallucination`: `sample_size` concepts (or rounds up to `max_items` when sequential), N = `samples`
+    stochastic passages each, the sentence scorer, and the maximum rate."""
 
-        return embedded_concepts(), {"concepts": "countries-kb (embedded)", **kb_provenance()}
-    assert spec.path is not None
-    path = resolve_data_path(spec.path, data_dir)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not names:
-        raise ConfigError(f"{path}: no concepts (one name per line expected)")
-    return names, {"concepts": "file", "path": str(path)}
+    concepts: ConceptSpec
+    sample_size: int = Field(ge=2, description="Concepts to write about; --limit overrides")
+    seed: int = 0
+    samples: int = Field(default=4, ge=1, le=64, description="Stochastic samples per concept (SelfCheck's N)")
+    max_tokens: int = Field(default=80, ge=8, le=1024)
+    scorer: Literal["nli", "ngram", "embedding"] = "embedding"
+    scorer_options: dict[str, str | int | float] = Field(default_factory=dict)
+    share_above: float = Field(default=0.5, gt=0, lt=1,
+                               description="reported only (gates nothing): the share of sentences scoring above it")
+    max_rate: float = Field(gt=0, le=1)
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    # A concept costs 1 + samples generations, so look more often than the accuracy gate does.
+    round_size: int = Field(default=5, ge=1, description="sequential: concepts scored between looks")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> HallucinationConfig:
+        if self.mode == "fixed":
+            return self
+        if not 0 < self.delta < self.max_rate:
+            raise ValueError(f"delta must be within (0, max_rate = {self.max_rate}) for the sequential test")
+        if self.max_rate >= 1:
+            raise ValueError("max_rate 1 cannot be exceeded: use mode: fixed or a lower maximum")
+        self.check_limit(self.cap)
+        return self
+
+    def check_limit(self, n: int) -> None:
+        """Raise ValueError when no sequential run of n concepts could pass, even with every score 0."""
+        if self.mode == "sequential" and not hallucination_test(self).reachable(n):
+            raise ValueError(f"max_rate {self.max_rate} cannot be shown within {n} concepts even if every "
+                             "sentence scored 0; raise max_items or the maximum")
+
+
+def hallucination_test(cfg: HallucinationConfig) -> BettingMeanTest:
+    return BettingMeanTest(threshold=cfg.max_rate, alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
+
+
+def fixed_equivalent(cfg: HallucinationConfig, sd: float | None) -> dict[str, Any] | None:
+    """A fixed-n one-sided z-test with the block's error rates, sized with the observed spread of the passage
+    scores: an estimate (the spread is measured, the normal approximation assumed)."""
+    import math
+
+    from scipy.stats import norm
+
+    if sd is None or not math.isfinite(sd) or sd <= 0:
+        return None
+    z = norm.isf(cfg.alpha) + norm.isf(cfg.beta)
+    return {"n": math.ceil((z * sd / cfg.delta) ** 2), "sd": round(sd, 4),
+            "how": "one-sided z-test at level alpha with power 1 - beta at max_rate - delta, "
+                   "sized with the observed standard deviation of passage scores (estimated)"}
 
 
 def choose_concepts(concepts: list[str], n: int, seed: int) -> list[str]:
@@ -52,9 +102,9 @@ def choose_concepts(concepts: list[str], n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(unique, min(n, len(unique)))
 
 
-def request_for(concept: str, gate: HallucinationGate, seed: int, temperature: float) -> GenerationRequest:
+def request_for(concept: str, cfg: HallucinationConfig, seed: int, temperature: float) -> GenerationRequest:
     # Plain text: a chat model's adapter sends it as the one user turn (prompts.form_for).
-    return GenerationRequest(prompt=PROMPT.format(concept=concept), max_tokens=gate.max_tokens,
+    return GenerationRequest(prompt=PROMPT.format(concept=concept), max_tokens=cfg.max_tokens,
                              temperature=temperature, seed=seed)
 
 
@@ -74,122 +124,175 @@ def sentences_of(passage: str) -> list[str]:
     return sents
 
 
-def measure_hallucination(
-    adapter: Adapter, gate: HallucinationGate, concepts: list[str],
-    provenance: dict[str, Any], threads: int, store: GenerationStore | None = None,
-) -> Measurement:
-    """`store`: keep the sentence scores there too, so that a re-run loads no scorer model."""
-    from edgeready.selfcheck import make_scorer
+@dataclass
+class HallucinationInputs:
+    adapter: Adapter
+    concepts: list[str]
+    provenance: dict[str, Any]
+    threads: int
+    store: GenerationStore | None  # sentence scores are stored too, so a re-run loads no scorer model
 
-    # torch's threads follow the profile (set when the scorer loads; a scorer_options value wins).
-    options = gate.scorer_options if gate.scorer == "ngram" else {"threads": threads, **gate.scorer_options}
-    scorer = make_scorer(gate.scorer, **options)
-    # Fail before generating anything: ScorerUnavailable makes the gate an error. With a store the full
-    # load waits for the first passage not scored before (its cheap preflight runs now).
-    check = getattr(scorer, "preflight" if store is not None else "load", None)
-    if callable(check):
-        check()
-    if store is not None:
-        from edgeready.selfcheck.cached import CachedScorer, scorer_identity
 
-        scorer = CachedScorer(scorer, store, scorer_identity(scorer, gate.scorer_options))
-    records: list[dict[str, Any]] = []
-    gen_s = score_s = 0.0
-    # The device adapter counts the prompt tokens it evaluated (behind the cache, if any); a lazily
-    # loaded device that every request found in the cache evaluated none.
-    evaluated0 = _prompt_tokens_evaluated(adapter)
-    completion_tokens = 0
-    test = hallucination_test(gate) if gate.mode == "sequential" else None
+@dataclass
+class _Passages:
+    """What the rounds produced: one record per concept, and where the time went."""
 
-    def score_round(start: int, stop: int) -> list[float | None]:
-        nonlocal gen_s, score_s, completion_tokens
-        out: list[float | None] = []
-        for concept in concepts[start:stop]:
-            reqs = [request_for(concept, gate, gate.seed, 0.0)] + [
-                request_for(concept, gate, gate.seed + i, 1.0) for i in range(1, gate.samples + 1)
-            ]
-            t0 = time.perf_counter()
-            main, *samples = adapter.generate(reqs)
-            gen_s += time.perf_counter() - t0
-            completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
-            passage = clean_passage(main.text)
-            evidence = [clean_passage(s.text) for s in samples]
-            sents = sentences_of(passage)
-            t1 = time.perf_counter()
-            scores = scorer.score(sents, evidence) if sents else []
-            score_s += time.perf_counter() - t1
-            score = float(np.mean(scores)) if scores else None
-            records.append({
-                "id": concept,
-                "prompt": reqs[0].prompt,
-                "passage": passage,
-                "samples": evidence,
-                "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
-                "score": score,
-            })
-            out.append(score)
-        return out
+    records: list[dict[str, Any]] = field(default_factory=list)
+    generation_s: float = 0.0
+    scoring_s: float = 0.0
+    completion_tokens: int = 0
 
-    used, decision = score_in_rounds(len(concepts), gate, test, score_round)
-    scored = [r for r in records if r["sentences"]]
-    if not scored:
-        raise RuntimeError(f"the model wrote no sentence for any of {len(records)} concepts; nothing to score")
-    sums = np.array([sum(s["score"] for s in r["sentences"]) for r in scored])
-    counts = np.array([len(r["sentences"]) for r in scored])
-    all_scores = [s["score"] for r in scored for s in r["sentences"]]
-    rate = float(sums.sum() / counts.sum())
+
+@register
+class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
+    name = "hallucination"
+    order = 2
+    config = HallucinationConfig
+    description = "hallucination rate (SelfCheckGPT)"
+
+    def gather(self, run: RunResources, pair: Pair, cfg: HallucinationConfig) -> HallucinationInputs:
+        concepts, prov = load_concepts(cfg.concepts, run.data_dir)
+        chosen = choose_concepts(concepts, run.limit or cfg.cap, cfg.seed)
+        # Sentence scores depend only on the texts (they are in the key), so they are stored for every role.
+        return HallucinationInputs(run.cached(pair), chosen, {**prov, "population": len(concepts),
+                                   **run.provenance(pair)}, pair.target.profile.threads, run.store())
+
+    def measure(self, inputs: HallucinationInputs, cfg: HallucinationConfig) -> Measurement:
+        scorer = _scorer(cfg, inputs.threads, inputs.store)
+        evaluated0 = inputs.adapter.stats().prompt_tokens_evaluated
+        test = hallucination_test(cfg) if cfg.mode == "sequential" else None
+        out = _Passages()
+        used, decision = run_in_rounds(test, lambda a, b: _write_and_score(inputs, cfg, scorer, out, a, b),
+                                       len(inputs.concepts), cfg.round_size, cfg.cap)
+        scored = [r for r in out.records if r["sentences"]]
+        if not scored:
+            raise MeasurementError(f"the model wrote no sentence for any of {len(out.records)} concepts; "
+                                   "nothing to score")
+        value, interval, statistic, seq = _estimate(scored, cfg, test, decision, used, len(inputs.concepts))
+        all_scores = [s["score"] for r in scored for s in r["sentences"]]
+        rate = _sentence_rate(scored)
+        worst = sorted(((s["score"], r["id"], s["text"]) for r in scored for s in r["sentences"]), reverse=True)[:10]
+        stats = inputs.adapter.stats()
+        evaluated1 = stats.prompt_tokens_evaluated
+        return Measurement(
+            gate=self.name, metric=f"hallucination rate (SelfCheck-{cfg.scorer}, {statistic.split(' ')[0]})",
+            value=value, unit="", n=len(scored), interval=interval, method="measured",
+            meter=f"SelfCheckGPT-{cfg.scorer} against {cfg.samples} samples at temperature 1.0",
+            provenance={**inputs.provenance, "adapter": inputs.adapter.describe(), "scorer": cfg.scorer,
+                        "scorer_options": cfg.scorer_options, "samples": cfg.samples, "seed": cfg.seed},
+            details={
+                "statistic": statistic,
+                "sentence_rate": rate,
+                "passage_rate": float(np.mean([r["score"] for r in scored])),
+                "sentences": len(all_scores),
+                "passages_scored": len(scored),
+                "passages_empty": len(out.records) - len(scored),
+                "share_above": cfg.share_above,
+                "share_of_sentences_above": sum(v > cfg.share_above for v in all_scores) / len(all_scores),
+                "per_passage": {r["id"]: r["score"] for r in out.records},
+                "worst_sentences": [{"score": s, "concept": c, "text": t} for s, c, t in worst],
+                "generation_s": round(out.generation_s, 3),
+                "scoring_s": round(out.scoring_s, 3),
+                "completion_tokens": out.completion_tokens,
+                "prompt_tokens_evaluated": (evaluated1 - (evaluated0 or 0) if evaluated1 is not None else None),
+                "cache_hits": stats.cache_hits,
+                "score_cache_hits": scorer.hits if isinstance(scorer, CachedScorer) else None,
+                "interval_note": (f"percentile bootstrap over passages, {cfg.bootstrap_resamples} resamples"
+                                  if test is None else "always-valid: betting e-processes (Waudby-Smith & Ramdas)"),
+            },
+            sequential=seq,
+            items=out.records,
+        )
+
+    def judge(self, m: Measurement, cfg: HallucinationConfig, subject: Candidate) -> Judgement:
+        assert m.interval is not None
+        seq = m.sequential
+        if seq is None:
+            check = Check("hallucination_rate", m.interval.high, "<=", cfg.max_rate, "",
+                          f"bootstrap upper bound ({cfg.confidence:.0%})")
+        else:
+            test = hallucination_test(cfg)
+            differs = seq.plan_differs(test.name, cfg.max_rate, cfg.delta, cfg.alpha, cfg.beta)
+            if differs:
+                raise MeasurementError(differs)
+            # The e-value the test decided by, against the boundary it used (see the accuracy gate).
+            check = Check("hallucination_rate", seq.log_evalue_pass, ">=", seq.log_boundary_pass, "",
+                          f"log e-value that the passage-level rate is below {cfg.max_rate:g} "
+                          "(boundary log(1/alpha))")
+        return Judgement([check], hallucination_advice(m, cfg.max_rate, subject.quantization, seq))
+
+
+def _estimate(scored: list[dict[str, Any]], cfg: HallucinationConfig, test: BettingMeanTest | None,
+              decision: Decision | None, used: int,
+              budget: int) -> tuple[float, Interval, str, SequentialOutcome | None]:
+    """The rate, its interval, which statistic it is, and the sequential outcome (None when fixed-n)."""
     passage_scores = np.array([r["score"] for r in scored])
-    sequential: dict[str, Any] = {"mode": gate.mode}
     if test is not None and decision is not None:
         # The sequential test is about passages (the independent units, each scored in [0, 1]): its rate is
         # SelfCheckGPT's passage-level score, the mean over passages of their mean sentence score.
-        value = float(passage_scores.mean())
-        interval = Interval(low=decision.lower, high=decision.upper, confidence=gate.confidence,
+        interval = Interval(low=decision.lower, high=decision.upper, confidence=cfg.confidence,
                             method="betting confidence sequence (passage level)")
         sd = float(passage_scores.std(ddof=1)) if len(passage_scores) > 1 else None
-        sequential = sequential_details(gate, test, decision, used, len(concepts), mean_fixed_equivalent(gate, sd))
-        statistic = "passage-level (mean over passages of the mean sentence score)"
-    else:
-        value = rate
-        interval = _bootstrap(sums, counts, gate.confidence, gate.bootstrap_resamples, gate.seed)
-        statistic = "sentence-level (mean over all sentences)"
-    worst = sorted(((s["score"], r["id"], s["text"]) for r in scored for s in r["sentences"]), reverse=True)[:10]
-    evaluated1 = _prompt_tokens_evaluated(adapter)
-    evaluated = evaluated1 - (evaluated0 or 0) if evaluated1 is not None else None
-    return Measurement(
-        gate="hallucination",
-        metric=f"hallucination rate (SelfCheck-{gate.scorer}, {statistic.split(' ')[0]})",
-        value=value,
-        unit="",
-        n=len(scored),
-        interval=interval,
-        method="measured",
-        meter=f"SelfCheckGPT-{gate.scorer} against {gate.samples} samples at temperature 1.0",
-        provenance={**provenance, "adapter": adapter.describe(), "scorer": gate.scorer,
-                    "scorer_options": gate.scorer_options, "samples": gate.samples, "seed": gate.seed},
-        details={
-            "statistic": statistic,
-            "sentence_rate": rate,
-            "passage_rate": float(passage_scores.mean()),
-            "sentences": len(all_scores),
-            "passages_scored": len(scored),
-            "passages_empty": len(records) - len(scored),
-            "share_above_tau": sum(v > gate.tau for v in all_scores) / len(all_scores),
-            "tau": gate.tau,
-            "per_passage": {r["id"]: r["score"] for r in records},
-            "worst_sentences": [{"score": s, "concept": c, "text": t} for s, c, t in worst],
-            "generation_s": round(gen_s, 3),
-            "scoring_s": round(score_s, 3),
-            "completion_tokens": completion_tokens,
-            "prompt_tokens_evaluated": evaluated,
-            "cache_hits": getattr(adapter, "hits", None),
-            "score_cache_hits": getattr(scorer, "hits", None),
-            "interval_note": (f"percentile bootstrap over passages, {gate.bootstrap_resamples} resamples"
-                              if test is None else "always-valid: betting e-processes (Waudby-Smith & Ramdas)"),
-            "sequential": sequential,
-        },
-        items=records,
-    )
+        seq = outcome(test, decision, used, budget, cfg.round_size, fixed_equivalent(cfg, sd))
+        return (float(passage_scores.mean()), interval, "passage-level (mean over passages of the mean sentence "
+                "score)", seq)
+    sums, counts = _sums_counts(scored)
+    interval = _bootstrap(sums, counts, cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
+    return _sentence_rate(scored), interval, "sentence-level (mean over all sentences)", None
+
+
+def _sums_counts(scored: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per passage: the sum of its sentence scores and its number of sentences."""
+    return (np.array([sum(s["score"] for s in r["sentences"]) for r in scored]),
+            np.array([len(r["sentences"]) for r in scored]))
+
+
+def _sentence_rate(scored: list[dict[str, Any]]) -> float:
+    sums, counts = _sums_counts(scored)
+    return float(sums.sum() / counts.sum())
+
+
+def _scorer(cfg: HallucinationConfig, threads: int, store: GenerationStore | None) -> SentenceScorer:
+    """The block's scorer, checked before anything is generated (ScorerUnavailable makes the gate an error).
+    With a store, the full load waits for the first passage not scored before; its cheap preflight runs now."""
+    # torch's threads follow the profile (set when the scorer loads; a scorer_options value wins).
+    options = cfg.scorer_options if cfg.scorer == "ngram" else {"threads": threads, **cfg.scorer_options}
+    scorer = make_scorer(cfg.scorer, **options)
+    if store is None:
+        scorer.load()
+        return scorer
+    scorer.preflight()
+    return CachedScorer(scorer, store, scorer_identity(scorer, cfg.scorer_options))
+
+
+def _write_and_score(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: SentenceScorer, out: _Passages,
+                     start: int, stop: int) -> list[float | None]:
+    """One round: for each concept a greedy passage and N samples, the passage's sentences scored against them."""
+    scores_out: list[float | None] = []
+    for concept in inputs.concepts[start:stop]:
+        reqs = [request_for(concept, cfg, cfg.seed, 0.0)] + [
+            request_for(concept, cfg, cfg.seed + i, 1.0) for i in range(1, cfg.samples + 1)]
+        t0 = time.perf_counter()
+        main, *samples = inputs.adapter.generate(reqs)
+        out.generation_s += time.perf_counter() - t0
+        out.completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
+        passage = clean_passage(main.text)
+        evidence = [clean_passage(s.text) for s in samples]
+        sents = sentences_of(passage)
+        t1 = time.perf_counter()
+        scores = scorer.score(sents, evidence) if sents else []
+        out.scoring_s += time.perf_counter() - t1
+        score = float(np.mean(scores)) if scores else None
+        out.records.append({
+            "id": concept,
+            "prompt": reqs[0].prompt,
+            "passage": passage,
+            "samples": evidence,
+            "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
+            "score": score,
+        })
+        scores_out.append(score)
+    return scores_out
 
 
 def _bootstrap(sums: np.ndarray, counts: np.ndarray, confidence: float, resamples: int, seed: int) -> Interval:
@@ -207,38 +310,3 @@ def _bootstrap(sums: np.ndarray, counts: np.ndarray, confidence: float, resample
     )
     ci = res.confidence_interval
     return Interval(low=float(ci.low), high=float(ci.high), confidence=confidence, method="bootstrap")
-
-
-def judge_hallucination(
-    base: dict[str, str], m: Measurement, gate: HallucinationGate, candidate: Candidate
-) -> GateResult:
-    assert m.interval is not None
-    seq = m.details.get("sequential", {})
-    sequential = seq.get("mode") == "sequential"
-    if sequential:
-        # The e-value the test decided by, against the boundary it used (see judge_accuracy).
-        check = Check("hallucination_rate", seq["log_evalue_pass"], ">=", seq["log_boundary_pass"], "",
-                      f"log e-value that the passage-level rate is below {gate.max_rate:g} (boundary log(1/alpha))")
-    else:
-        check = Check("hallucination_rate", m.interval.high, "<=", gate.max_rate, "",
-                      f"bootstrap upper bound ({gate.confidence:.0%})")
-    steps = (f"quantize at more bits than {candidate.quantization or 'now'} (low-bit models drift from the facts "
-             "first), keep the token embedding at Q8_0, prune fewer blocks, or distill/fine-tune on factual text")
-    if sequential and seq.get("stopped_by") == "fail boundary":
-        advice = (f"hallucination rate {m.value:.3f} over {m.n} passages, shown above {gate.max_rate - gate.delta:g} "
-                  f"(maximum - indifference) by the sequential test at beta = {seq['beta']:g}: {steps}")
-    elif seq.get("stopped_by") == "budget" or (not sequential and m.value <= gate.max_rate):
-        key = "max_items" if sequential else "sample_size"
-        advice = (f"inconclusive: the rate {m.value:.3f} was not shown to be within {gate.max_rate} at the "
-                  f"target's confidence; score more concepts ({key}) before changing the model")
-    else:
-        advice = f"hallucination rate bound over the maximum by {m.interval.high - gate.max_rate:.3f}: {steps}"
-    return judge(base, m, [check], advice)
-
-
-def _prompt_tokens_evaluated(adapter: Adapter) -> int | None:
-    """Prompt tokens the leaf device adapter (behind the cache, if any) evaluated so far; None for an
-    adapter that does not count them."""
-    leaf = getattr(adapter, "inner", adapter)
-    value = getattr(leaf, "prompt_tokens_evaluated", None)
-    return value if isinstance(value, int) else None

@@ -9,16 +9,80 @@ answered) are counted and listed; they never pass silently: the verdict shows ea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 from scipy import stats as sps
 
-from adapters.base import Adapter
-from edgeready.measurement import Check, GateResult, Measurement, judge
+from edgeready.adapters.base import Adapter
+from edgeready.advice import LATENCY_ADVICE
+from edgeready.candidates import Candidate
+from edgeready.gates.accuracy import AccuracyConfig, answers_key, questions
+from edgeready.gates.base import Gate, RunResources, register
+from edgeready.measurement import Check, Judgement, Measurement
+from edgeready.prompts import qa_request
 from edgeready.records import Response
+from edgeready.schema import GateConfig, Pair, Target
 from edgeready.stats import Interval, wilson
-from edgeready.targets import LatencyGate
+
+
+class LatencyConfig(GateConfig):
+    """`gates.latency` (offload targets): end-to-end latency (network included) and the share sent to the
+    server. The queries are the accuracy gate's questions."""
+
+    max_p95_s: float = Field(gt=0)
+    max_share_offloaded: float = Field(default=1.0, ge=0, le=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    def check_target(self, target: Target) -> None:
+        if target.role != "offload":
+            raise ValueError("gates.latency applies to offload targets only")
+        accuracy = target.gates.get("accuracy")
+        if not isinstance(accuracy, AccuracyConfig):
+            raise ValueError("gates.latency times the accuracy gate's questions: the target needs gates.accuracy")
+        if accuracy.mode == "sequential":
+            # The latency gate (and --compare) reuse the accuracy gate's answers: they need all of them.
+            raise ValueError("gates.accuracy.mode: an offload target's latency gate reuses the accuracy gate's "
+                             "answers, which a sequential gate may stop early; use mode: fixed here")
+
+
+@dataclass
+class LatencyInputs:
+    adapter: Adapter
+    responses: list[Response]
+    provenance: dict[str, Any]
+
+
+@register
+class Latency(Gate[LatencyConfig, LatencyInputs]):
+    name = "latency"
+    order = 5
+    config = LatencyConfig
+    description = "offload routing: p95 end-to-end latency and share offloaded"
+    roles = ("offload",)
+
+    def gather(self, run: RunResources, pair: Pair, cfg: LatencyConfig) -> LatencyInputs:
+        adapter = run.live(pair)
+        responses = run.shared(answers_key(pair), list)
+        if not responses:  # the accuracy gate was deselected: answer its questions here
+            acc = pair.target.gates.get("accuracy")
+            assert isinstance(acc, AccuracyConfig)  # LatencyConfig.check_target
+            responses.extend(adapter.generate([qa_request(it, acc.max_tokens) for it in questions(run, pair)[0]]))
+        return LatencyInputs(adapter, list(responses), run.provenance(pair))
+
+    def measure(self, inputs: LatencyInputs, cfg: LatencyConfig) -> Measurement:
+        return measure_latency(inputs.adapter, inputs.responses, cfg, inputs.provenance)
+
+    def judge(self, m: Measurement, cfg: LatencyConfig, subject: Candidate) -> Judgement:
+        d = m.details
+        checks = [
+            Check("p95_latency", d["p95_upper_bound_s"], "<=", cfg.max_p95_s, "s", "order-statistic upper bound"),
+            Check("share_offloaded", d["share_offloaded_interval"][1], "<=", cfg.max_share_offloaded, "",
+                  "Wilson upper bound"),
+        ]
+        return Judgement(checks, LATENCY_ADVICE)
 
 
 def quantile_upper_bound(values: list[float], q: float, confidence: float) -> float:
@@ -29,7 +93,7 @@ def quantile_upper_bound(values: list[float], q: float, confidence: float) -> fl
 
 
 def measure_latency(
-    adapter: Adapter, responses: list[Response], gate: LatencyGate, provenance: dict[str, Any]
+    adapter: Adapter, responses: list[Response], gate: LatencyConfig, provenance: dict[str, Any]
 ) -> Measurement:
     lat = [r.timings.total_s for r in responses]
     n = len(lat)
@@ -39,7 +103,7 @@ def measure_latency(
     p95 = float(np.percentile(lat, 95))
     upper = quantile_upper_bound(lat, 0.95, gate.confidence)
     share_ci = wilson(offloaded, n, gate.confidence)
-    counters = getattr(adapter, "counters", None)
+    stats = adapter.stats()
     return Measurement(
         gate="latency",
         metric="p95 end-to-end latency",
@@ -59,22 +123,10 @@ def measure_latency(
             "share_offloaded_interval": [share_ci.low, share_ci.high],
             "offloaded": offloaded,
             "fallbacks": len(fallbacks),
-            "fallback_errors": list(getattr(counters, "fallback_errors", []))[:20],
-            "bytes_sent": getattr(counters, "bytes_sent", None),
-            "bytes_received": getattr(counters, "bytes_received", None),
+            "fallback_errors": list(stats.fallback_errors)[:20],
+            "bytes_sent": stats.bytes_sent,
+            "bytes_received": stats.bytes_received,
         },
         items=[{"id": i, "latency_s": t, "served_by": s, "fallback": i in fallbacks}
                for i, (t, s) in enumerate(zip(lat, served, strict=True))],
     )
-
-
-def judge_latency(base: dict[str, str], m: Measurement, gate: LatencyGate) -> GateResult:
-    d = m.details
-    checks = [
-        Check("p95_latency", d["p95_upper_bound_s"], "<=", gate.max_p95_s, "s", "order-statistic upper bound"),
-        Check("share_offloaded", d["share_offloaded_interval"][1], "<=", gate.max_share_offloaded, "",
-              "Wilson upper bound"),
-    ]
-    advice = ("too slow or too much offloaded: route fewer prompts to the server (a stricter heuristic or a "
-              "lower cascade threshold), or make the device model good enough to keep more queries local")
-    return judge(base, m, checks, advice)

@@ -12,22 +12,45 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field
 
 from edgeready.advice import memory_advice
 from edgeready.candidates import Candidate
+from edgeready.gates.accuracy import prompts_for
+from edgeready.gates.base import Gate, RunResources, register
 from edgeready.gguf_info import MB, GGUFSummary
-from edgeready.measurement import Check, GateResult, Measurement, MeasurementError, judge
+from edgeready.measurement import Check, Judgement, Measurement, MeasurementError
+from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest
-from edgeready.targets import MemoryGate, Profile
+from edgeready.schema import GateConfig, Pair, Profile, Target
+
+
+class MemoryConfig(GateConfig):
+    """`gates.memory`: limits on the weights footprint and on the peak resident memory (MB)."""
+
+    max_weights_mb: float = Field(gt=0)
+    max_peak_rss_mb: float = Field(gt=0)
+    probe_prompts: int = Field(default=8, ge=1, description="Gate prompts answered in the probe")
+
+    def check_target(self, target: Target) -> None:
+        budget = target.profile.app_memory_budget_mb
+        if self.max_peak_rss_mb > budget:
+            raise ValueError(f"gates.memory.max_peak_rss_mb ({self.max_peak_rss_mb}) exceeds "
+                             f"profile.app_memory_budget_mb ({budget})")
+        if self.max_weights_mb > self.max_peak_rss_mb:
+            raise ValueError(f"gates.memory.max_weights_mb ({self.max_weights_mb}) exceeds max_peak_rss_mb "
+                             f"({self.max_peak_rss_mb}): weights are resident once loaded")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_probe(
     model: Path | None, profile: Profile, requests: list[GenerationRequest], prompt_style: str, timeout_s: float = 900
-) -> dict:
+) -> dict[str, Any]:
     payload = [
         {**asdict(r), "stop": list(r.stop), "messages": [list(m) for m in r.messages]} for r in requests
     ]
@@ -124,10 +147,59 @@ def measure_server_memory(
     )
 
 
-def judge_memory(base: dict[str, str], m: Measurement, gate: MemoryGate, candidate: Candidate) -> GateResult:
-    checks = [
-        Check("weights", m.details["weights_mb"], "<=", gate.max_weights_mb, "MB", "GGUF tensor bytes"),
-        Check("peak_rss", m.value, "<=", gate.max_peak_rss_mb, "MB", "measured peak RSS"),
-    ]
-    advice = memory_advice(checks, candidate.quantization, m.details["kv_cache_mb_full_attention"])
-    return judge(base, m, checks, advice)
+@dataclass
+class MemoryInputs:
+    """What to measure: a fresh probe of the device model (`server_pid` None), or the server the run started."""
+
+    model: Path | None  # None: a device that holds no model (every query offloaded)
+    sha256: str
+    summary: GGUFSummary | None
+    profile: Profile
+    requests: list[GenerationRequest]
+    prompt_style: str
+    server_pid: int | None = None
+
+
+@register
+class Memory(Gate[MemoryConfig, MemoryInputs]):
+    name = "memory"
+    order = 3
+    config = MemoryConfig
+    description = "accessibility (weights footprint, peak resident memory)"
+    severity = "critical"
+
+    def gather(self, run: RunResources, pair: Pair, cfg: MemoryConfig) -> MemoryInputs:
+        # The probe answers the gate's first prompts, so peak memory includes real generation.
+        requests = [qa_request(it, 16) for it in prompts_for(run, pair, cfg.probe_prompts)]
+        profile = pair.target.profile
+        if pair.role == "server":
+            if pair.candidate.format != "gguf":
+                raise MeasurementError(
+                    "memory of an external endpoint cannot be measured from here: measure it on the server "
+                    "host, or remove gates.memory from this target")
+            run.live(pair).generate(requests)
+            path, sha = run.model(pair.candidate)
+            return MemoryInputs(path, sha, run.gguf(pair.candidate), profile, requests,
+                                pair.candidate.prompt_style, server_pid=run.server_pid())
+        cand = run.device_candidate(pair)  # offload: the device's memory is what the target limits
+        run.release()  # the probe process must not compete with a resident model
+        offload = pair.candidate.offload
+        if offload is not None and offload.policy == "always":
+            return MemoryInputs(None, "", None, profile, [], cand.prompt_style)
+        path, sha = run.model(cand)
+        return MemoryInputs(path, sha, run.gguf(cand), profile, requests, cand.prompt_style)
+
+    def measure(self, inputs: MemoryInputs, cfg: MemoryConfig) -> Measurement:
+        if inputs.server_pid is not None:
+            assert inputs.model is not None and inputs.summary is not None
+            return measure_server_memory(inputs.server_pid, inputs.model, inputs.sha256, inputs.summary,
+                                         inputs.profile, len(inputs.requests))
+        return measure_memory(inputs.model, inputs.sha256, inputs.summary, inputs.profile, inputs.requests,
+                              inputs.prompt_style)
+
+    def judge(self, m: Measurement, cfg: MemoryConfig, subject: Candidate) -> Judgement:
+        checks = [
+            Check("weights", m.details["weights_mb"], "<=", cfg.max_weights_mb, "MB", "GGUF tensor bytes"),
+            Check("peak_rss", m.value, "<=", cfg.max_peak_rss_mb, "MB", "measured peak RSS"),
+        ]
+        return Judgement(checks, memory_advice(checks, subject.quantization, m.details["kv_cache_mb_full_attention"]))

@@ -4,12 +4,28 @@ Heavy dependencies (torch, transformers, sentence-transformers) are imported onl
 needs them is first used, so `ngram` and the validation helpers stay light.
 """
 
-from edgeready.selfcheck.base import (
-    DEFAULT_SCORER,
-    SCORER_NAMES,
-    ScorerUnavailable,
-    SentenceScorer,
-    make_scorer,
-)
+from edgeready.errors import ScorerUnavailable
+from edgeready.selfcheck.base import DEFAULT_SCORER, SCORER_NAMES, SentenceScorer
+
+
+def make_scorer(name: str = DEFAULT_SCORER, **options: object) -> SentenceScorer:
+    """Build a scorer by name; `options` go to its constructor (e.g. `model=`, `batch_size=`, `n=`).
+
+    Imports are deferred so that asking for `ngram` never pulls in torch or transformers."""
+    key = name.strip().lower()
+    if key == "ngram":
+        from edgeready.selfcheck.ngram import NgramScorer
+
+        return NgramScorer(**options)  # type: ignore[arg-type]
+    if key == "embedding":
+        from edgeready.selfcheck.embedding import EmbeddingScorer
+
+        return EmbeddingScorer(**options)  # type: ignore[arg-type]
+    if key == "nli":
+        from edgeready.selfcheck.nli import NLIScorer
+
+        return NLIScorer(**options)  # type: ignore[arg-type]
+    raise ValueError(f"unknown sentence scorer {name!r}; expected one of {', '.join(SCORER_NAMES)}")
+
 
 __all__ = ["DEFAULT_SCORER", "SCORER_NAMES", "ScorerUnavailable", "SentenceScorer", "make_scorer"]

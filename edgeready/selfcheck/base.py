@@ -1,4 +1,6 @@
-"""The sentence-scorer protocol shared by the SelfCheckGPT variants, and the factory that builds them.
+"""The sentence-scorer protocol shared by the SelfCheckGPT variants, and the helpers the scorers share.
+The factory that builds a scorer by name lives in the package (`edgeready.selfcheck.make_scorer`), so this
+module imports no scorer.
 
 A scorer judges the sentences of ONE main passage against `evidence`: the N passages sampled from the
 same model for the same prompt (SelfCheckGPT proper), or a single reference passage. Every score lies in
@@ -16,40 +18,21 @@ DEFAULT_SCORER = "embedding"
 SCORER_NAMES = ("nli", "ngram", "embedding")
 
 
-class ScorerUnavailable(RuntimeError):
-    """A scorer cannot run here: a package is missing or its model is not on disk.
-
-    The message always says what to install or where to put the model; a gate that meets this error
-    must report an error, never fall back to another scorer (their scores are not comparable)."""
-
-
 @runtime_checkable
 class SentenceScorer(Protocol):
     name: str
 
+    def preflight(self) -> None:
+        """Check cheaply (no model load) that the scorer can run here; raise ScorerUnavailable otherwise."""
+        ...
+
+    def load(self) -> object:
+        """Load what the scorer needs now (raise ScorerUnavailable with a fix when it cannot)."""
+        ...
+
     def score(self, sentences: Sequence[str], evidence: Sequence[str]) -> list[float]:
         """One score in [0, 1] per sentence (1 = likely hallucinated), in the order given."""
         ...
-
-
-def make_scorer(name: str = DEFAULT_SCORER, **options: object) -> SentenceScorer:
-    """Build a scorer by name; `options` go to its constructor (e.g. `model=`, `batch_size=`, `n=`).
-
-    Imports are deferred so that asking for `ngram` never pulls in torch or transformers."""
-    key = name.strip().lower()
-    if key == "ngram":
-        from edgeready.selfcheck.ngram import NgramScorer
-
-        return NgramScorer(**options)  # type: ignore[arg-type]
-    if key == "embedding":
-        from edgeready.selfcheck.embedding import EmbeddingScorer
-
-        return EmbeddingScorer(**options)  # type: ignore[arg-type]
-    if key == "nli":
-        from edgeready.selfcheck.nli import NLIScorer
-
-        return NLIScorer(**options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown sentence scorer {name!r}; expected one of {', '.join(SCORER_NAMES)}")
 
 
 def check_inputs(sentences: Sequence[str], evidence: Sequence[str]) -> None:

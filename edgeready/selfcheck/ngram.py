@@ -87,6 +87,12 @@ class NgramScorer:
         self.reduce: Reduce = reduce
         self.name = f"ngram{n}-{reduce}"
 
+    def preflight(self) -> None:
+        """Nothing to check: the n-gram model is fitted on the evidence itself."""
+
+    def load(self) -> NgramScorer:
+        return self
+
     def score(self, sentences: Sequence[str], evidence: Sequence[str]) -> list[float]:
         return [float(d["score"]) for d in self.score_detailed(sentences, evidence)]
 

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeready.selfcheck.base import ScorerUnavailable, check_inputs, force_offline, set_torch_threads
+from edgeready.errors import ScorerUnavailable
+from edgeready.selfcheck.base import check_inputs, force_offline, set_torch_threads
 
 DEFAULT_MODEL = "potsawee/deberta-v3-large-mnli"
 _INSTALL_HINT = "pip install transformers==5.23.0 torch==2.13.0"

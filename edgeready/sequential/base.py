@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Literal
+from typing import Any, Literal
+
+from edgeready.measurement import SequentialOutcome
 
 Status = Literal["pass", "fail", "continue"]
 
@@ -80,19 +82,14 @@ class SequentialTest(ABC):
 
     def run_rounds(self, scores: Iterable[float], round_size: int, max_items: int) -> Decision:
         """Consume `scores` lazily, a round at a time and never more than needed, at most `max_items`;
-        return the final decision. Ending without a verdict (budget spent or scores exhausted) is a fail."""
-        if round_size < 1 or max_items < 1:
-            raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {max_items}")
+        return the final decision. Ending without a verdict (budget spent or scores exhausted) is a fail.
+        The gates run the same loop (`run_in_rounds`) over items they generate and score round by round."""
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
         it: Iterator[float] = iter(scores)
-        decision = self.decision or self._evaluate()
-        while decision.status == "continue" and decision.n < max_items:
-            chunk = list(islice(it, min(round_size, max_items - decision.n)))
-            if not chunk:
-                break
-            decision = self.observe(chunk)
-        if decision.status != "continue":
-            return decision
-        return self.finish("max_items reached" if decision.n >= max_items else "no more items")
+        _, decision = run_in_rounds(self, lambda start, stop: list(islice(it, stop - start)), max_items, round_size)
+        assert decision is not None
+        return decision
 
     def finish(self, why: str = "max_items reached") -> Decision:
         """End without a verdict: a fail, since the candidate was not shown to be good enough."""
@@ -140,6 +137,55 @@ class BinaryTest(SequentialTest):
             raise ValueError(f"scores must be 0 or 1 for this test, got {bad[0]!r}")
         self.successes += int(sum(scores))
         self.n += len(scores)
+
+
+ScoreRound = Callable[[int, int], Sequence[float | None]]
+
+
+def run_in_rounds(test: SequentialTest | None, score_round: ScoreRound, n_items: int, round_size: int,
+                  budget: int | None = None) -> tuple[int, Decision | None]:
+    """The one loop over rounds, for the gates and for `SequentialTest.run_rounds`.
+
+    `score_round(start, stop)` produces and scores items [start, stop) only when their round is reached, so a
+    test that decides early never pays for the rest; a None score is an item that gave nothing to score (an
+    empty passage): produced and counted, not shown to the test. A round shorter than asked means the source
+    ran dry. Without a test (a fixed-n gate) all `n_items` are scored in one round. `budget` is the plan's
+    max_items (default n_items; fewer items than that means the data or --limit ran out first). Returns how many
+    items were produced and the final decision; ending without a verdict is a fail by rule (`finish`)."""
+    if round_size < 1:
+        raise ValueError(f"round_size must be >= 1, got {round_size}")
+    if test is None:
+        return len(score_round(0, n_items)), None
+    if test.decision is not None and test.decision.status != "continue":
+        return 0, test.decision
+    done = 0
+    while done < n_items:
+        asked = min(round_size, n_items - done)
+        scores = score_round(done, done + asked)
+        if not scores:
+            break
+        done += len(scores)
+        decision = test.observe([s for s in scores if s is not None])
+        if decision.status != "continue":
+            return done, decision
+        if len(scores) < asked:
+            break
+    limit = n_items if budget is None else budget
+    return done, test.finish("max_items reached" if done >= limit else f"no more items, all {done} used")
+
+
+def outcome(test: SequentialTest, decision: Decision, items_used: int, max_items: int, round_size: int,
+            fixed_n_equivalent: dict[str, Any] | None) -> SequentialOutcome:
+    """What a measurement says of its sequential plan (edgeready.measurement.SequentialOutcome)."""
+    assert decision.status != "continue" and test.beta is not None
+    stopped_by: Literal["pass boundary", "fail boundary", "budget"] = (
+        "budget" if decision.by_budget else "pass boundary" if decision.status == "pass" else "fail boundary")
+    return SequentialOutcome(
+        test=test.name, threshold=test.threshold, delta=float(test.delta or 0.0), alpha=test.alpha, beta=test.beta,
+        decision=decision.status, stopped_by=stopped_by, items_used=items_used, items_scored=decision.n,
+        max_items=max_items, round_size=round_size, log_evalue_pass=decision.log_evalue_pass,
+        log_evalue_fail=decision.log_evalue_fail, log_boundary_pass=boundary(test.alpha), reason=decision.reason,
+        fixed_n_equivalent=fixed_n_equivalent)
 
 
 def boundary(level: float) -> float:

@@ -1,0 +1,180 @@
+"""The adapter pool: what runs the models a gate run needs.
+
+It resolves candidates to verified model files (`ResolvedModel`), opens one adapter at a time for the pair
+being measured (and the llama.cpp server a server or offload pair needs), puts the generation store in front
+of it where outputs depend only on the request, and closes all of it. One adapter is open at a time because
+tests are ordered by pair: a model or server loads once per pair and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeready.adapters.base import Adapter
+from edgeready.candidates import Candidate, ResolvedModel, materialize, resolve_candidate
+from edgeready.schema import Pair
+
+if TYPE_CHECKING:  # imported late: a configuration error must not pay for llama.cpp, gguf or sqlite
+    from edgeready.adapters.openai_server import OpenAIServerAdapter
+    from edgeready.cache import GenerationStore
+    from edgeready.gguf_info import GGUFSummary
+    from edgeready.server_process import LlamaCppServer
+
+
+@dataclass
+class _Open:
+    """The adapter of the pair being measured, and the server it started (stopped on release)."""
+
+    key: tuple[Any, ...]
+    adapter: Adapter
+    server: LlamaCppServer | None = None
+
+
+@dataclass
+class AdapterPool:
+    cache_dir: Path
+    candidates_dir: Path
+    use_cache: bool = True
+    _models: dict[str, ResolvedModel] = field(default_factory=dict)
+    _summaries: dict[str, GGUFSummary] = field(default_factory=dict)
+    _open: _Open | None = None
+    _store: GenerationStore | None = None
+
+    # -- models -----------------------------------------------------------------------------------
+    def model(self, candidate: Candidate) -> ResolvedModel:
+        if candidate.name not in self._models:
+            self._models[candidate.name] = materialize(candidate, self.cache_dir)
+        return self._models[candidate.name]
+
+    def gguf(self, candidate: Candidate) -> GGUFSummary:
+        from edgeready.gguf_info import read_gguf
+
+        if candidate.name not in self._summaries:
+            self._summaries[candidate.name] = read_gguf(self.model(candidate).path)
+        return self._summaries[candidate.name]
+
+    def part(self, owner: Candidate, ref: str) -> Candidate:
+        """A candidate named by another (an offload candidate's parts, a derived model's base): a name in
+        candidates/, or a manifest path relative to the naming manifest."""
+        if ref.endswith((".yaml", ".yml")) and owner.source is not None and not Path(ref).is_absolute():
+            ref = str(owner.source.parent / ref)
+        return resolve_candidate(ref, self.candidates_dir)
+
+    def device_candidate(self, pair: Pair) -> Candidate:
+        if pair.candidate.offload is not None:
+            return self.part(pair.candidate, pair.candidate.offload.device)
+        return pair.candidate
+
+    def provenance(self, pair: Pair) -> dict[str, Any]:
+        cand = self.device_candidate(pair) if pair.role == "offload" else pair.candidate
+        if cand.format != "gguf":
+            return {"endpoint": cand.endpoint.model_dump() if cand.endpoint else None}
+        return {"sha256": self.model(cand).sha256}
+
+    # -- adapters ---------------------------------------------------------------------------------
+    def live(self, pair: Pair) -> Adapter:
+        prof = pair.target.profile
+        key = (pair.candidate.name, pair.role, prof.threads, prof.n_ctx, prof.n_batch)
+        if self._open is None or self._open.key != key:
+            self.release()
+            self._open = self._open_for(pair, key)
+        return self._open.adapter
+
+    def cached(self, pair: Pair) -> Adapter:
+        """Device role only: a server's or router's outputs depend on more than the request."""
+        if not self.use_cache or pair.role != "device":
+            return self.live(pair)
+        from edgeready.adapters.cached import CachedAdapter, runtime_key
+        from edgeready.adapters.deferred import DeferredAdapter
+
+        prof, cand = pair.target.profile, pair.candidate
+        runtime = runtime_key(n_ctx=prof.n_ctx, n_batch=prof.n_batch, prompt_style=cand.prompt_style)
+        model = self.model(cand)
+        # The model is loaded on the first miss only: a fully cached re-run never loads it.
+        device = DeferredAdapter(lambda: self.live(pair), name=cand.name, description={
+            "adapter": "llama-cpp-device", "runtime": runtime["runtime"], "llama_cpp_python": runtime["version"],
+            "system_info": runtime["system_info"], "model_path": str(model.path),
+            "threads": prof.threads, "n_ctx": prof.n_ctx, "prompt_style": cand.prompt_style})
+        store = self.store()
+        assert store is not None
+        return CachedAdapter(device, store, model_sha256=model.sha256, runtime=runtime)
+
+    def store(self) -> GenerationStore | None:
+        if not self.use_cache:
+            return None
+        if self._store is None:
+            from edgeready.cache import GenerationStore, store_path
+
+            self._store = GenerationStore(store_path(self.cache_dir))
+        return self._store
+
+    def server_pid(self) -> int | None:
+        return self._open.server.pid if self._open and self._open.server else None
+
+    def release(self) -> None:
+        if self._open is not None:
+            try:
+                self._open.adapter.close()
+            finally:
+                if self._open.server is not None:
+                    self._open.server.stop()
+                self._open = None
+
+    def close(self) -> None:
+        self.release()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _device_adapter(self, cand: Candidate, pair: Pair) -> Adapter:
+        from edgeready.adapters.llama_cpp_device import LlamaCppDevice
+
+        prof = pair.target.profile
+        return LlamaCppDevice(self.model(cand).path, threads=prof.threads, n_ctx=prof.n_ctx, n_batch=prof.n_batch,
+                              name=cand.name, prompt_style=cand.prompt_style)
+
+    def _server_adapter(self, cand: Candidate, pair: Pair) -> tuple[OpenAIServerAdapter, LlamaCppServer | None]:
+        from edgeready.adapters.openai_server import OpenAIServerAdapter
+
+        if cand.endpoint is not None:
+            ep = cand.endpoint
+            return OpenAIServerAdapter(ep.base_url, ep.model, api=ep.api, api_key_env=ep.api_key_env,
+                                       concurrency=ep.concurrency, timeout_s=ep.timeout_s,
+                                       max_retries=ep.max_retries, name=cand.name), None
+        from edgeready.server_process import LlamaCppServer
+
+        prof = pair.target.profile
+        server = LlamaCppServer(self.model(cand).path, n_ctx=prof.n_ctx, threads=prof.threads,
+                                n_batch=prof.n_batch, model_alias=cand.name).start()
+        api = "completions" if cand.prompt_style == "few-shot" else "chat"
+        return OpenAIServerAdapter(server.base_url, server.model_alias, api=api, name=cand.name), server
+
+    def _open_for(self, pair: Pair, key: tuple[Any, ...]) -> _Open:
+        cand = pair.candidate
+        if pair.role == "device":
+            return _Open(key, self._device_adapter(cand, pair))
+        if pair.role == "server":
+            adapter, server = self._server_adapter(cand, pair)
+            return _Open(key, adapter, server)
+        return self._open_offload(pair, key)
+
+    def _open_offload(self, pair: Pair, key: tuple[Any, ...]) -> _Open:
+        from edgeready.adapters.offload import Network, OffloadAdapter
+
+        cand, spec, net = pair.candidate, pair.candidate.offload, pair.target.profile.network
+        assert spec is not None and net is not None  # the schemas guarantee both for an offload pair
+        device = self._device_adapter(self.part(cand, spec.device), pair)
+        server_adapter: OpenAIServerAdapter | None = None
+        server: LlamaCppServer | None = None
+        server_error = None
+        if spec.policy != "never":
+            try:
+                server_adapter, server = self._server_adapter(self.part(cand, spec.server), pair)
+            except Exception as exc:  # the offload adapter answers on the device and counts each fallback
+                server_error = f"{type(exc).__name__}: {exc}"[:500]
+        adapter = OffloadAdapter(device, server_adapter, policy=spec.policy, cascade_threshold=spec.cascade_threshold,
+                                 network=Network(net.rtt_ms, net.uplink_mbps, net.downlink_mbps, net.loss),
+                                 name=cand.name, server_error=server_error)
+        return _Open(key, adapter, server)

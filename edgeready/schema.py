@@ -1,0 +1,213 @@
+"""The shapes every layer shares: a target's profile, where a gate's inputs come from, a gate's sampling
+plan, the target itself and the (candidate, target) pair. Pydantic models, validated before any model loads.
+
+A target's gate blocks are typed by the gates themselves: each gate module declares its config class
+(edgeready/gates/), and edgeready/targets.py builds the `gates:` schema from the gate registry when it loads
+a file. This module knows no gate, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+
+if TYPE_CHECKING:
+    from edgeready.candidates import Candidate
+
+Role = Literal["device", "server", "offload"]
+ROLES: tuple[Role, ...] = ("device", "server", "offload")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a misspelled threshold must never be ignored); values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GateConfig(Strict):
+    """A gate's block in a target. Gate modules subclass it; the hooks below let a block check what it needs
+    from the rest of the target and from the run's options, so the check lives with the gate."""
+
+    def check_target(self, target: Target) -> None:
+        """Raise ValueError when this block cannot work in `target` (e.g. a limit above the memory budget)."""
+
+    def check_limit(self, n: int) -> None:
+        """Raise ValueError when no run of `n` items (--limit) could pass this block."""
+
+
+class Battery(Strict):
+    capacity_mah: float = Field(gt=0)
+    voltage_v: float = Field(gt=0)
+
+
+class PowerModel(Strict):
+    """For the energy estimate on machines without a counter: watts per fully busy core."""
+
+    active_w_per_core: float = Field(gt=0)
+    idle_w: float = Field(default=0.0, ge=0)
+
+
+class NetworkProfile(Strict):
+    """Link between device and edge server, applied to the latency of offloaded requests."""
+
+    rtt_ms: float = Field(ge=0)
+    uplink_mbps: float = Field(gt=0)
+    downlink_mbps: float = Field(gt=0)
+    loss: float = Field(default=0.0, ge=0, lt=1)
+
+
+class Profile(Strict):
+    device: str = Field(description="Human name of the hardware, e.g. 'Xiaomi 10 Ultra (Snapdragon 865)'")
+    ram_mb: float = Field(gt=0, description="Physical RAM of the device")
+    app_memory_budget_mb: float = Field(gt=0, description="What the app hosting the model may use")
+    threads: int = Field(ge=1, le=256)
+    n_ctx: int = Field(ge=128, le=1_048_576)
+    # Prompt tokens per decode. It sizes llama.cpp's compute buffer (n_batch x n_vocab logits), so
+    # it is a memory setting as much as a speed one; 64 keeps Gemma's 262k vocabulary at 64 MiB.
+    n_batch: int = Field(default=64, ge=1, le=4096)
+    battery: Battery | None = None
+    power: PowerModel | None = None
+    network: NetworkProfile | None = None
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> Profile:
+        if self.app_memory_budget_mb > self.ram_mb:
+            raise ValueError(
+                f"app_memory_budget_mb ({self.app_memory_budget_mb}) exceeds ram_mb ({self.ram_mb})"
+            )
+        return self
+
+
+class SourceSpec(Strict):
+    """Where a gate's inputs come from: `countries-kb` is embedded and takes no path; the other kind
+    reads a file at `path`, absolute or relative to --data-dir."""
+
+    kind: str
+    path: str | None = None
+    _EXAMPLE = ""  # a path to show when it is missing
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> SourceSpec:
+        if self.kind == "countries-kb" and self.path:
+            raise ValueError("kind 'countries-kb' is embedded and takes no 'path'")
+        if self.kind != "countries-kb" and not self.path:
+            raise ValueError(f"kind '{self.kind}' needs a 'path' (e.g. {self._EXAMPLE})")
+        return self
+
+
+# Keys that mean something only to a sequential gate: given to a fixed one, they are an error, not ignored.
+_SEQUENTIAL_ONLY = frozenset({"max_items", "round_size", "delta", "power", "test"})
+
+
+class SequentialOptions(GateConfig):
+    """How a gate spends its items. `fixed` scores `sample_size` items and compares a bound; `sequential`
+    scores rounds of `round_size` and stops as soon as an always-valid test decides at the target's error
+    rates (edgeready/sequential/, docs/SEQUENTIAL.md), after at most `max_items` (default: sample_size).
+    alpha = 1 - confidence bounds the chance of passing a candidate that misses the threshold; beta = 1 - power
+    bounds the chance of failing one that beats it by `delta` (the indifference margin)."""
+
+    sample_size: int = Field(ge=1, description="Items to score (fixed); --limit overrides")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    mode: Literal["fixed", "sequential"] = "fixed"
+    max_items: int | None = Field(default=None, ge=1, description="sequential: the most items scored")
+    round_size: int = Field(default=10, ge=1, description="sequential: items scored between looks")
+    delta: float = Field(default=0.05, ge=0, lt=1, description="sequential: the indifference margin")
+    power: float | None = Field(default=None, gt=0.5, lt=1,
+                                description="sequential: 1 - beta at the margin (default: confidence)")
+
+    @model_validator(mode="after")
+    def _sequential_keys(self) -> SequentialOptions:
+        given = sorted(_SEQUENTIAL_ONLY & self.model_fields_set)
+        if self.mode == "fixed" and given:
+            raise ValueError(f"{', '.join(given)}: only used with mode: sequential (this gate is fixed-n)")
+        if self.mode == "sequential" and self.cap < self.round_size:
+            raise ValueError(f"max_items ({self.cap}) is smaller than round_size ({self.round_size})")
+        return self
+
+    @property
+    def cap(self) -> int:
+        """Items a sequential gate may score at most (a fixed gate scores exactly this many)."""
+        return self.max_items if self.mode == "sequential" and self.max_items else self.sample_size
+
+    @property
+    def alpha(self) -> float:
+        """The false-pass rate: 1 - confidence, rounded so that 0.95 gives exactly 0.05."""
+        return round(1 - self.confidence, 12)
+
+    @property
+    def beta(self) -> float:
+        return round(1 - (self.power if self.power is not None else self.confidence), 12)
+
+
+class GateBlocks(Strict):
+    """The `gates:` block of a target: one optional field per registered gate. The class with those fields is
+    built from the registry when a target is loaded (edgeready/targets.py); this base has none."""
+
+    def get(self, name: str) -> GateConfig | None:
+        """The block of gate `name`, or None when the target does not configure it."""
+        return self.__dict__.get(name)
+
+    def configured(self) -> dict[str, GateConfig]:
+        """The blocks this target sets, by gate name."""
+        return {name: block for name, block in self.__dict__.items() if block is not None}
+
+
+class Target(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role
+    description: str = ""
+    profile: Profile
+    gates: GateBlocks
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> Target:
+        for block in self.gates.configured().values():
+            block.check_target(self)
+        if self.role == "offload" and self.profile.network is None:
+            raise ValueError("an offload target needs profile.network (rtt_ms, uplink_mbps, downlink_mbps)")
+        expected_role = (info.context or {}).get("role")
+        if expected_role and self.role != expected_role:
+            raise ValueError(f"role is '{self.role}' but the file lives under thresholds/{expected_role}/")
+        return self
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The YAML file this target was read from."""
+        return self._source
+
+    @property
+    def key(self) -> str:
+        """How reports name the target: device targets by name (the common case), others as
+        role/name, since every role has its own `default`."""
+        return self.name if self.role == "device" else f"{self.role}/{self.name}"
+
+
+def runs_on(candidate: Candidate, role: Role) -> bool:
+    """GGUF candidates run in-process on a device or behind a llama.cpp server the run starts;
+    endpoints are servers already running; offload candidates are judged by offload targets."""
+    if candidate.format == "gguf":
+        return role in ("device", "server")
+    if candidate.format == "endpoint":
+        return role == "server"
+    return role == "offload"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One candidate judged against one target: the unit every gate runs on."""
+
+    candidate: Candidate
+    target: Target
+
+    @property
+    def id(self) -> str:
+        return f"{self.candidate.name}@{self.target.key}"
+
+    @property
+    def role(self) -> Role:
+        return self.target.role
