@@ -23,14 +23,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(WHEELHOUSE)/.built:
-	mkdir -p $(WHEELHOUSE)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-cache-dir --no-deps \
-		-w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION) || \
+# One build per machine, shared by every clone: .ci/build-wheel.sh takes a lock in the wheelhouse, builds
+# into a private folder ($$BUILD_DIR) and writes the stamp last, atomically. .PRECIOUS: make must never
+# delete the stamp on an interrupt; it may be another clone's finished build (the script writes it only
+# on success, so it is never half-made).
+LLAMA_WHEEL_BUILD ?= { CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-cache-dir --no-deps \
+	-w "$$BUILD_DIR" llama-cpp-python==$(LLAMA_VERSION) || \
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" python3 -m pip wheel --no-cache-dir --no-deps \
-		-w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
-	printf '%s\n' "$(LLAMA_CMAKE_ARGS)" > $(WHEELHOUSE)/CMAKE_ARGS
-	touch $@
+	-w "$$BUILD_DIR" llama-cpp-python==$(LLAMA_VERSION); } && \
+	printf "%s\n" "$(LLAMA_CMAKE_ARGS)" > "$$BUILD_DIR/CMAKE_ARGS"
+
+.PRECIOUS: $(WHEELHOUSE)/.built
+$(WHEELHOUSE)/.built:
+	bash .ci/build-wheel.sh "$(WHEELHOUSE)" '$(LLAMA_WHEEL_BUILD)'
 
 $(STAMP): pyproject.toml $(WHEELHOUSE)/.built | $(PY)
 	$(PIP) install --quiet --no-cache-dir --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \

@@ -19,6 +19,7 @@ never a crash, never a silent pass.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -125,17 +126,13 @@ class OffloadAdapter:
         return replace(resp, served_by="device", meta=meta)
 
     def _on_server(self, req: GenerationRequest, device_first: Response | None) -> Response:
+        started = time.perf_counter()
         try:
             if self.server is None:
                 raise ConnectionError(self.server_error or "no server configured")
             resp = self.server.generate([req])[0]
-        except Exception as exc:  # unreachable server, timeouts, retries exhausted
-            self.counters.fallbacks += 1
-            self.counters.fallback_errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            local = device_first or self.device.generate([req])[0]
-            self.counters.device += 1
-            return replace(local, served_by="device", meta={**local.meta, "route": "device", "fallback": True,
-                                                            "fallback_error": type(exc).__name__})
+        except Exception as exc:  # unreachable server, timeouts, retries exhausted, a reply it could not use
+            return self._fallback(req, device_first, exc, time.perf_counter() - started)
         self.counters.server += 1
         up = int(resp.meta.get("bytes_sent", 0))
         down = int(resp.meta.get("bytes_received", 0))
@@ -147,6 +144,21 @@ class OffloadAdapter:
                           prompt_eval_s=resp.timings.prompt_eval_s, generation_s=resp.timings.generation_s)
         return replace(resp, timings=timings, served_by="server",
                        meta={**resp.meta, "route": "server", "network_s": net_s, "device_first_s": local_s})
+
+    def _fallback(self, req: GenerationRequest, device_first: Response | None, exc: Exception,
+                  failed_s: float) -> Response:
+        """The device answers a request the server did not. Its latency is what the user waited: the failed
+        server attempts (their wall time and the link's round trip) and then the device's answer, so a dead or
+        hanging server can never make the offload path look faster."""
+        self.counters.fallbacks += 1
+        self.counters.fallback_errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        local = device_first or self.device.generate([req])[0]
+        self.counters.device += 1
+        waited = failed_s + (self.network.delay_s(0, 0) if self.server is not None else 0.0)
+        timings = replace(local.timings, total_s=local.timings.total_s + waited)
+        return replace(local, served_by="device", timings=timings,
+                       meta={**local.meta, "route": "server", "fallback": True, "fallback_error": type(exc).__name__,
+                             "failed_server_s": round(waited, 6)})
 
     def describe(self) -> dict[str, object]:
         return {

@@ -5,8 +5,16 @@
 - One httpx.Client for the adapter's life: keep-alive connections, pool sized to `concurrency`, so a
   latency measurement does not include a TCP handshake per request.
 - Up to `concurrency` requests in flight (a thread pool); responses come back in request order.
-- Bounded retries with full-jitter exponential backoff on connection failures, 429 and 5xx (honouring
-  Retry-After, capped). Other 4xx are the caller's fault and raise at once.
+- Bounded retries with full-jitter exponential backoff on failures before the server took the request
+  (connect and send errors) and on 429 and 5xx (honouring Retry-After, capped). Other 4xx are the
+  caller's fault and raise at once. A connection cut after the request was sent is never retried: the
+  server may be generating it already, and a retry would run the same generation twice.
+- Limits against a hostile or broken server: a reply still arriving `timeout_s` after its POST began is cut
+  off (`deadline`: httpx's timeouts are per read, so a server dripping a byte at a time never trips them;
+  one that falls silent mid-reply trips the per-read timeout, so an attempt ends within 2 x timeout_s at
+  worst); a body longer than `max_response_bytes` is cut off while streaming, never held whole
+  (`too_large`); a reply of the wrong shape is a `bad_response` naming the URL and the field, never a bare
+  KeyError or AttributeError.
 - The API key is read from an environment variable at construction, sent as a Bearer token, and kept
   out of describe(), repr, log records and error messages (it is redacted from server messages too).
 - Each response's meta records the bytes sent and received (request and response bodies), which the
@@ -43,6 +51,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRIES_LIMIT = 10
 # Longest error text kept from a server's reply: enough for its message, not a whole HTML page.
 MAX_ERROR_CHARS = 500
+# Body bytes read from an error reply (4xx/5xx): its message is in the first few hundred.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+# A completion of a few thousand tokens is tens of kilobytes; 8 MiB leaves room for logprobs.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 2**20
+# Failures before the server took the request: retrying cannot run a generation twice. A read error,
+# a cut connection or a read timeout come after, and are final.
+RETRY_TRANSPORT_KINDS = frozenset({"connect", "timeout_connect", "timeout_pool", "write", "timeout_write"})
+AFTER_SEND_KINDS = frozenset({"disconnected", "timeout_read"})
 
 
 class ServerRequestError(ServerError):
@@ -53,6 +69,34 @@ class ServerRequestError(ServerError):
         self.kind = kind
         self.status = status
         self.attempts = attempts
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a way another attempt may fix (raised only when one is left)."""
+
+    def __init__(self, reason: str, retry_after: str | None = None, wire_bytes: int = 0):
+        super().__init__(reason)
+        self.reason, self.retry_after, self.wire_bytes = reason, retry_after, wire_bytes
+
+
+class _Cut(Exception):
+    """Internal: a body read stopped on purpose. `kind` is 'too_large' or 'deadline'."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(detail)
+        self.kind = kind
+
+
+class _BadShape(ValueError):
+    """Internal: valid JSON that is not a completion; the message says which field is wrong."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    wire_bytes: int  # as received, before any decompression
 
 
 class _Secret:
@@ -119,6 +163,7 @@ class OpenAIServerAdapter:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 8.0,
         retry_after_max_s: float = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         name: str = "",
     ):
         if api not in ("auto", "completions", "chat"):
@@ -129,6 +174,8 @@ class OpenAIServerAdapter:
             raise ValueError(f"max_retries must be between 0 and {MAX_RETRIES_LIMIT}, not {max_retries}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, not {timeout_s}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, not {max_response_bytes}")
         self.name = name or model
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -140,6 +187,7 @@ class OpenAIServerAdapter:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.retry_after_max_s = retry_after_max_s
+        self.max_response_bytes = max_response_bytes
         self.counters = ServerCounters()
         self._rng = random.Random()
         self._models: list[str] | None = None
@@ -185,6 +233,7 @@ class OpenAIServerAdapter:
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
+            "max_response_bytes": self.max_response_bytes,
             "auth": f"bearer from ${self.api_key_env}" if self.api_key_env else "none",
             "counters": self.counters.as_dict(),
         }
@@ -216,13 +265,19 @@ class OpenAIServerAdapter:
         """The model ids the server lists at /models (asked once, then cached); None if it does not say."""
         if self._models is None and self._models_error is None:
             try:
-                reply = self._client.get(f"{self.base_url}/models", timeout=min(self.timeout_s, 10.0))
-                reply.raise_for_status()
-                self._models = [str(m.get("id")) for m in reply.json().get("data", [])]
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                self._models = self._list_models()
+            except (httpx.HTTPError, ValueError, RecursionError, _Cut) as exc:
                 # Optional for provenance only: some gateways do not serve /models.
                 self._models_error = self._secret.redact(f"{type(exc).__name__}: {exc}")[:MAX_ERROR_CHARS]
         return self._models
+
+    def _list_models(self) -> list[str]:
+        timeout = min(self.timeout_s, 10.0)
+        with self._client.stream("GET", f"{self.base_url}/models", timeout=timeout) as reply:
+            reply.raise_for_status()
+            body = _read_capped(reply, self.max_response_bytes, time.perf_counter() + timeout)
+        entries = _get(json.loads(body), "data", list, "reply")
+        return [str(_get(m, "id", object, f"data[{i}]")) for i, m in enumerate(entries)]
 
     # -- one request --------------------------------------------------------------------------
     def endpoint(self, request: GenerationRequest) -> Literal["completions", "chat"]:
@@ -270,55 +325,83 @@ class OpenAIServerAdapter:
             self.counters.add(attempts=1, bytes_sent=len(content))
             sent += len(content)
             try:
-                reply = self._client.post(url, content=content)
-            except httpx.TransportError as exc:
-                kind = _transport_kind(exc)
-                self.counters.error(kind)
-                detail = self._secret.redact(f"{type(exc).__name__}: {exc}")
-                # A read timeout means the server is still generating: a retry would queue a duplicate
-                # behind it, so only failures before the request was taken are retried.
-                if kind == "timeout_read" or attempt == self.max_retries:
-                    raise ServerRequestError(
-                        f"POST {url} failed after {attempt + 1} attempt(s) (max_retries={self.max_retries}): "
-                        f"{kind}: {detail}",
-                        kind=kind,
-                        attempts=attempt + 1,
-                    ) from exc
-                self._sleep_before_retry(attempt, None, f"{kind}: {detail}", url)
+                reply = self._post(url, content, attempt)
+            except _Retry as retry:
+                received += retry.wire_bytes
+                self._sleep_before_retry(attempt, retry.retry_after, retry.reason, url)
                 continue
-            # Wire bytes (before any decompression), as a metered link would count them.
-            got = reply.num_bytes_downloaded or len(reply.content)
-            received += got
-            self.counters.add(bytes_received=got)
-            if reply.status_code >= 400:
-                kind = f"http_{reply.status_code}"
-                self.counters.error(kind)
-                message = self._server_message(reply)
-                if reply.status_code not in RETRY_STATUSES or attempt == self.max_retries:
-                    raise ServerRequestError(
-                        f"POST {url} failed with HTTP {reply.status_code} after {attempt + 1} attempt(s) "
-                        f"(max_retries={self.max_retries}): {message}",
-                        kind=kind,
-                        status=reply.status_code,
-                        attempts=attempt + 1,
-                    )
-                self._sleep_before_retry(attempt, reply.headers.get("Retry-After"), f"HTTP {reply.status_code}", url)
-                continue
+            received += reply.wire_bytes
             end = time.perf_counter()
-            return self._parse(
-                reply,
-                url,
-                request,
-                total_s=end - start,
-                meta={
-                    "attempts": attempt + 1,
-                    "attempt_s": end - attempt_start,
-                    "bytes_sent": sent,
-                    "bytes_received": received,
-                    "endpoint": path,
-                },
-            )
+            meta: dict[str, object] = {
+                "attempts": attempt + 1,
+                "attempt_s": end - attempt_start,
+                "bytes_sent": sent,
+                "bytes_received": received,
+                "endpoint": path,
+            }
+            return self._parse(reply, url, request, attempt=attempt, total_s=end - start, meta=meta)
         raise AssertionError("unreachable: the last attempt either returns or raises")
+
+    def _post(self, url: str, content: bytes, attempt: int) -> _Reply:
+        """One attempt. Returns a 2xx-3xx reply; raises _Retry when another attempt may succeed, else
+        ServerRequestError."""
+        deadline = time.perf_counter() + self.timeout_s
+        try:
+            with self._client.stream("POST", url, content=content) as resp:
+                try:
+                    ok = resp.status_code < 400
+                    limit = self.max_response_bytes if ok else min(self.max_response_bytes, MAX_ERROR_BODY_BYTES)
+                    # An error reply longer than its message is cut short, not failed: its status says enough.
+                    body = _read_capped(resp, limit, deadline, truncate=not ok)
+                finally:
+                    # Wire bytes (before any decompression), as a metered link would count them.
+                    wire = resp.num_bytes_downloaded
+                    self.counters.add(bytes_received=wire)
+        except _Cut as cut:
+            where = f" (timeout_s={self.timeout_s})" if cut.kind == "deadline" else ""
+            raise self._failure(url, attempt, cut.kind, f"{cut}{where}") from None
+        except httpx.TransportError as exc:
+            raise self._transport_failure(exc, url, attempt) from exc
+        except httpx.DecodingError as exc:  # a body that its Content-Encoding does not decode
+            raise self._failure(url, attempt, "bad_response", f"{type(exc).__name__}: {exc}") from exc
+        reply = _Reply(resp.status_code, resp.headers, body, wire)
+        if reply.status >= 400:
+            raise self._http_failure(reply, url, attempt)
+        return reply
+
+    def _failure(self, url: str, attempt: int, kind: str, detail: str, **kw: Any) -> ServerRequestError:
+        """The final error of a request: counted under `kind`, the key redacted from what the server said."""
+        self.counters.error(kind)
+        return ServerRequestError(
+            f"POST {url} failed after {attempt + 1} attempt(s) (max_retries={self.max_retries}): "
+            f"{kind}: {self._secret.redact(detail)}",
+            kind=kind,
+            attempts=attempt + 1,
+            **kw,
+        )
+
+    def _transport_failure(self, exc: httpx.TransportError, url: str, attempt: int) -> Exception:
+        kind = _transport_kind(exc)
+        detail = f"{type(exc).__name__}: {exc}"
+        if kind in RETRY_TRANSPORT_KINDS and attempt < self.max_retries:
+            self.counters.error(kind)
+            return _Retry(f"{kind}: {self._secret.redact(detail)}")
+        if kind in AFTER_SEND_KINDS:
+            detail += " (the server had the request, so it is not sent again: it would be generated twice)"
+        return self._failure(url, attempt, kind, detail)
+
+    def _http_failure(self, reply: _Reply, url: str, attempt: int) -> Exception:
+        kind = f"http_{reply.status}"
+        self.counters.error(kind)
+        if reply.status in RETRY_STATUSES and attempt < self.max_retries:
+            return _Retry(f"HTTP {reply.status}", reply.headers.get("Retry-After"), reply.wire_bytes)
+        return ServerRequestError(
+            f"POST {url} failed with HTTP {reply.status} after {attempt + 1} attempt(s) "
+            f"(max_retries={self.max_retries}): {self._server_message(reply.body)}",
+            kind=kind,
+            status=reply.status,
+            attempts=attempt + 1,
+        )
 
     def _sleep_before_retry(self, attempt: int, retry_after: str | None, reason: str, url: str) -> None:
         delay = _retry_after_s(retry_after)
@@ -331,8 +414,8 @@ class OpenAIServerAdapter:
         log.warning("POST %s: %s; retry %d/%d in %.2f s", url, reason, attempt + 1, self.max_retries, delay)
         time.sleep(delay)
 
-    def _server_message(self, reply: httpx.Response) -> str:
-        text = reply.text
+    def _server_message(self, body: bytes) -> str:
+        text = body.decode("utf-8", "replace")
         try:
             data = json.loads(text)
             error = data.get("error", data) if isinstance(data, dict) else data
@@ -340,55 +423,138 @@ class OpenAIServerAdapter:
                 text = str(error.get("message") or error.get("detail") or error)
             elif isinstance(error, str):
                 text = error
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         text = self._secret.redact(text.strip())
         return text[:MAX_ERROR_CHARS] + ("..." if len(text) > MAX_ERROR_CHARS else "") or "(empty body)"
 
     def _parse(
-        self, reply: httpx.Response, url: str, request: GenerationRequest, *, total_s: float, meta: dict[str, object]
+        self,
+        reply: _Reply,
+        url: str,
+        request: GenerationRequest,
+        *,
+        attempt: int,
+        total_s: float,
+        meta: dict[str, object],
     ) -> Response:
         try:
-            data = reply.json()
-            choice = data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            self.counters.error("bad_response")
-            raise ServerRequestError(
-                f"POST {url}: HTTP {reply.status_code} but no choices in the reply: {self._server_message(reply)}",
-                kind="bad_response",
-                status=reply.status_code,
-            ) from exc
-        message = choice.get("message")
-        text = (message.get("content") if isinstance(message, dict) else choice.get("text")) or ""
-
-        usage = data.get("usage") or {}
-        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            data = _get_json(reply.body)
+            choice = _first_choice(data)
+            text = _choice_text(choice)
+            usage = _get(data, "usage", dict, "reply", required=False) or {}
+            prompt_tokens = _count(usage, "prompt_tokens")
+            completion_tokens = _count(usage, "completion_tokens")
+            logprobs = _token_logprobs(choice.get("logprobs")) if request.logprobs else None
+            finish_reason = _get(choice, "finish_reason", str, "choices[0]", required=False)
+            # llama.cpp's own server reports its split; other servers do not.
+            server_timings = _get(data, "timings", dict, "reply", required=False) or {}
+        except _BadShape as exc:
+            raise self._failure(
+                url, attempt, "bad_response", f"HTTP {reply.status} but {exc}: {self._server_message(reply.body)}",
+                status=reply.status,
+            ) from None
         if prompt_tokens is None or completion_tokens is None:
             meta["usage_missing"] = True
-
-        logprobs = None
-        if request.logprobs:
-            logprobs = _token_logprobs(choice.get("logprobs"))
-            if logprobs is None:
-                meta["logprobs_missing"] = True
-
-        # llama.cpp's own server reports its split; other servers do not.
-        server_timings = data.get("timings") or {}
+        if request.logprobs and logprobs is None:
+            meta["logprobs_missing"] = True
         prompt_ms, predicted_ms = server_timings.get("prompt_ms"), server_timings.get("predicted_ms")
         return Response(
             text=text,
-            prompt_tokens=int(prompt_tokens or 0),
-            completion_tokens=int(completion_tokens or 0),
+            prompt_tokens=prompt_tokens or 0,
+            completion_tokens=completion_tokens or 0,
             timings=Timings(
                 total_s=total_s,
                 prompt_eval_s=prompt_ms / 1000 if isinstance(prompt_ms, int | float) else None,
                 generation_s=predicted_ms / 1000 if isinstance(predicted_ms, int | float) else None,
             ),
-            finish_reason=choice.get("finish_reason") or "unknown",
+            finish_reason=finish_reason or "unknown",
             token_logprobs=logprobs,
             served_by="server",
             meta=meta,
         )
+
+
+def _read_capped(resp: httpx.Response, limit: int, deadline: float, *, truncate: bool = False) -> bytes:
+    """The (decoded) body, read as a stream: at most `limit` bytes are ever held, and the read stops at
+    `deadline`. Raises _Cut, or returns the first `limit` bytes when `truncate`."""
+    declared = resp.headers.get("Content-Length", "")
+    if not truncate and declared.isdigit() and int(declared) > limit:
+        raise _Cut("too_large", f"the reply's Content-Length {declared} exceeds max_response_bytes={limit}")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_bytes():
+        if size + len(chunk) > limit:
+            if truncate:
+                chunks.append(chunk[: limit - size])
+                break
+            raise _Cut("too_large", f"the reply exceeds max_response_bytes={limit} (cut off after {size} bytes)")
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.perf_counter() > deadline:
+            raise _Cut("deadline", f"the reply was still arriving at the request's deadline ({size} bytes read)")
+    return b"".join(chunks)
+
+
+def _get(data: object, key: str, kind: type, where: str, *, required: bool = True) -> Any:
+    """data[key], checked to be a `kind` (object: anything but null); a missing or null optional key is None."""
+    if not isinstance(data, dict):
+        raise _BadShape(f"{where} is {_describe(data)}, not an object")
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise _BadShape(f"{where}.{key} is missing")
+        return None
+    if not isinstance(value, kind):
+        raise _BadShape(f"{where}.{key} is {_describe(value)}, not {_describe(kind())}")
+    return value
+
+
+def _describe(value: object) -> str:
+    """A JSON value's kind, for messages: 'a list', 'an object', 'a number'."""
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), "null" if value is None else f"a {type(value).__name__}")
+
+
+def _get_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested brackets
+        raise _BadShape(f"the reply is not JSON ({type(exc).__name__})") from None
+
+
+def _first_choice(data: object) -> dict[str, Any]:
+    choices = _get(data, "choices", list, "reply")
+    if not choices:
+        raise _BadShape("reply.choices is empty")
+    if not isinstance(choices[0], dict):
+        raise _BadShape(f"choices[0] is {_describe(choices[0])}, not an object")
+    return choices[0]
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """Chat: choices[0].message.content; completions: choices[0].text. A null content (a refusal or a
+    tool call) is an empty answer, as before."""
+    if "message" in choice:
+        message = _get(choice, "message", dict, "choices[0]")
+        return _get(message, "content", str, "choices[0].message", required=False) or ""
+    return _get(choice, "text", str, "choices[0]", required=False) or ""
+
+
+def _count(usage: dict[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+        or value < 0
+    ):
+        raise _BadShape(f"usage.{key} is {value!r}, not a token count")
+    return int(value)
 
 
 def _token_logprobs(block: object) -> tuple[float, ...] | None:
@@ -398,22 +564,32 @@ def _token_logprobs(block: object) -> tuple[float, ...] | None:
     if isinstance(block.get("token_logprobs"), list):
         values = block["token_logprobs"]
     elif isinstance(block.get("content"), list):
-        values = [item.get("logprob") for item in block["content"] if isinstance(item, dict)]
+        values = [item.get("logprob") if isinstance(item, dict) else item for item in block["content"]]
     else:
         return None
     # The first token of an echoed prompt has no logprob (null); it is not a generated token.
+    if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+        raise _BadShape("choices[0].logprobs holds values that are not numbers")
     return tuple(float(v) for v in values if v is not None)
 
 
 def _transport_kind(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return "timeout_connect"
-    if isinstance(exc, httpx.ReadTimeout):
-        return "timeout_read"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
     if isinstance(exc, httpx.ConnectError):
         return "connect"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "timeout_pool"
+    if isinstance(exc, httpx.WriteTimeout):
+        return "timeout_write"
+    if isinstance(exc, httpx.WriteError):
+        # The body did not reach the server whole; with its Content-Length it cannot have been taken.
+        return "write"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "timeout_read"
+    if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+        # Reset or closed after the request was sent: before the reply, or in the middle of it.
+        return "disconnected"
     return "transport"
 
 

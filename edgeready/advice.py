@@ -103,6 +103,14 @@ def energy_advice(check: Check) -> str:
             "pruned blocks, or shorter answers (max_tokens); on a phone, pin threads to the big cores")
 
 
+def fallback_advice(details: dict[str, object]) -> str:
+    errors = details.get("fallback_errors") or []  # the latency gate lists them; the accuracy gate counts them
+    first = f" (first: {errors[0]})" if isinstance(errors, list) and errors else ""
+    return (f"{details.get('fallbacks')} requests routed to the server were answered by the device instead{first}: "
+            "the offload path failed, so the deployment was not measured as designed; fix the server or the "
+            "network (or its timeout_s) and run again before changing the model")
+
+
 LATENCY_ADVICE = ("too slow or too much offloaded: route fewer prompts to the server (a stricter heuristic or a "
                   "lower cascade threshold), or make the device model good enough to keep more queries local")
 

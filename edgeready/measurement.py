@@ -66,6 +66,8 @@ class Measurement:
     details: dict[str, Any] = field(default_factory=dict)
     # Set by a sequential gate; None for a fixed-n one.
     sequential: SequentialOutcome | None = None
+    # What a reader must know to read the value right (e.g. a sample size capped by the data), shown with it.
+    notes: list[str] = field(default_factory=list)
     # Per-item evidence (id, prompt, response, gold, score...); written to items/*.jsonl.
     items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -136,6 +138,7 @@ class GateResult:
                 ci = f", {iv.confidence:.0%} {iv.method} interval [{iv.low:.4f}, {iv.high:.4f}]"
             n = f", n={m.n}" if m.n is not None else ""
             lines.append(f"  {m.metric} = {m.value:.4f} {m.unit}{ci}{n} ({m.method}, {m.meter})")
+            lines += [f"  note: {note}" for note in m.notes]
         lines += [f"  {c.describe()}" for c in self.checks]
         if self.advice:
             lines.append(f"  next (step 1): {self.advice}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,10 @@ from edgeready.candidates import Candidate, resolve_candidate
 from edgeready.errors import ConfigError
 from edgeready.gates import Gate, gate_names, gates
 from edgeready.measurement import GateResult, Measurement
-from edgeready.report import terminal_table, write_reports
+from edgeready.report import terminal_table, write_reports, write_status
 from edgeready.run import Run
 from edgeready.schema import ROLES, Pair, Target
-from edgeready.targets import resolve_target
+from edgeready.targets import check_run_options, resolve_target
 
 # llama.cpp's OpenMP threads spin while they wait; on a shared machine a busy neighbour then makes two
 # threads 8x slower than one (measured here). Passive waiting costs little when the machine is quiet.
@@ -94,6 +96,28 @@ def pytest_configure(config: pytest.Config) -> None:
     for g in gates():
         config.addinivalue_line("markers", f"{g.name}: {g.description}")
     opt = config.option
+    reports = Path(opt.reports)
+    writes = _writes_reports(config)
+    try:
+        _check_usage(config)
+        _configure_plugins(config)
+        data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
+        candidates, targets = _candidates_and_targets(opt, data_dir, _selected(config))
+        run = Run.create(candidates, targets, reports_dir=reports, cache_dir=Path(opt.cache_dir),
+                         candidates_dir=ROOT / "candidates", data_dir=data_dir, limit=opt.limit,
+                         use_cache=not opt.no_cache)
+    except (ConfigError, pytest.UsageError) as exc:
+        message = f"edgeready configuration error:\n{exc}" if isinstance(exc, ConfigError) else str(exc)
+        if writes:  # CI reads verdict.json: an earlier run's pass must not survive a refused one
+            _reset_reports(config, reports, "error", message)
+        raise pytest.UsageError(message) from None
+    if writes:  # a run killed outright leaves `running`, never an earlier pass
+        _reset_reports(config, reports, "running", "the run is under way (or was killed before it finished)")
+    config.stash[RUN_KEY] = run
+
+
+def _check_usage(config: pytest.Config) -> None:
+    opt = config.option
     if config.rootpath != ROOT and (opt.candidate or opt.target or opt.data_dir):
         # pytest chooses its rootdir from path-like arguments before any plugin defines options,
         # so `--target /elsewhere/t.yaml` moves it out of the project and the suites vanish.
@@ -103,16 +127,35 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if opt.limit is not None and opt.limit < 1:
         raise pytest.UsageError(f"--limit must be >= 1, got {opt.limit}")
-    _configure_plugins(config)
+
+
+def _writes_reports(config: pytest.Config) -> bool:
+    """The process that writes the reports: a run of the gate suites, on the xdist controller, for real."""
+    return _runs_suites(config) and not _is_worker(config) and not config.option.collectonly
+
+
+def _reset_reports(config: pytest.Config, reports: Path, overall: str, note: str) -> None:
+    """Replace what an earlier run left: its evidence files, its Allure results (when they are ours) and its
+    verdict, by a verdict that says `overall`."""
+    shutil.rmtree(reports / "items", ignore_errors=True)
+    ours = str(reports / "allure-results")
+    if overall == "error" and getattr(config.option, "allure_report_dir", None) in (None, ours):
+        shutil.rmtree(ours, ignore_errors=True)  # allure-pytest will not run to clean them
+    write_status(reports, overall, note)
+
+
+def _selected(config: pytest.Config) -> Callable[[str, str], bool]:
+    """Whether `-m` selects a (gate, role) cell, so that validation considers the gates that will run."""
+    expr = config.option.markexpr
+    if not expr:
+        return lambda gate, role: True
     try:
-        candidates, targets = _candidates_and_targets(opt)
-    except ConfigError as exc:
-        raise pytest.UsageError(f"edgeready configuration error:\n{exc}") from None
-    data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
-    config.stash[RUN_KEY] = Run.create(
-        candidates, targets, reports_dir=Path(opt.reports), cache_dir=Path(opt.cache_dir),
-        candidates_dir=ROOT / "candidates", data_dir=data_dir, limit=opt.limit, use_cache=not opt.no_cache,
-    )
+        from _pytest.mark.expression import Expression  # pytest's own parser for -m
+
+        compiled = Expression.compile(expr)
+    except Exception:  # a malformed -m is pytest's to report; validate everything meanwhile
+        return lambda gate, role: True
+    return lambda gate, role: compiled.evaluate(lambda name, **_: name in (gate, role))
 
 
 def _configure_plugins(config: pytest.Config) -> None:
@@ -137,8 +180,10 @@ def _configure_plugins(config: pytest.Config) -> None:
         opt.dist = "loadgroup"  # `-n auto` alone: keep each candidate's tests on one worker
 
 
-def _candidates_and_targets(opt: Any) -> tuple[list[Candidate], list[Target]]:
-    """The options' candidates and targets, validated (ConfigError names the file, line and key)."""
+def _candidates_and_targets(opt: Any, data_dir: Path | None,
+                            selected: Callable[[str, str], bool]) -> tuple[list[Candidate], list[Target]]:
+    """The options' candidates and targets, validated (ConfigError names the file, line and key): the
+    schemas, then what only the run's options tell, for the gates `-m` selects: --limit and data files."""
     candidates = [resolve_candidate(c, ROOT / "candidates") for c in (opt.candidate or DEFAULT_CANDIDATES)]
     if opt.target:
         targets = [resolve_target(t, ROOT / "thresholds") for t in opt.target]
@@ -147,13 +192,9 @@ def _candidates_and_targets(opt: Any) -> tuple[list[Candidate], list[Target]]:
                    for role in ROLES if (ROOT / "thresholds" / role / "default.yaml").is_file()]
     if opt.compare:
         candidates += [v for c in candidates if c.offload is not None for v in baselines(c)]
-    if opt.limit is not None:
-        for t in targets:
-            for name, block in t.gates.configured().items():
-                try:
-                    block.check_limit(opt.limit)
-                except ValueError as exc:
-                    raise ConfigError(f"--limit {opt.limit} with target {t.source}: gates.{name}: {exc}") from None
+    for t in targets:
+        blocks = {name: b for name, b in t.gates.configured().items() if selected(name, t.role)}
+        check_run_options(t, blocks, opt.limit, data_dir)
     return candidates, targets
 
 
@@ -250,14 +291,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Workers finish in any order: sort so verdict.json is the same for serial and parallel runs.
     order = {name: i for i, name in enumerate(gate_names())}
     run.results.sort(key=lambda r: (r.candidate, r.target, order.get(r.gate, len(order))))
-    if run.results:
-        write_reports(run.results, run.recorder.reports_dir, {
-            "candidates": [c.name for c in run.candidates],
-            "targets": [t.key for t in run.targets],
-            "limit": run.limit,
-            "data_dir": str(run.data_dir) if run.data_dir else None,
-            "exitstatus": int(exitstatus),
-        })
+    if not _writes_reports(session.config):
+        return
+    overall, note = None, None
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        overall, note = "interrupted", "the run was interrupted: gates that did not finish have no result"
+    elif not run.results:
+        overall, note = "error", f"no gate ran (pytest exit status {int(exitstatus)}): check -m, --candidate, --target"
+    write_reports(run.results, run.recorder.reports_dir, {
+        "candidates": [c.name for c in run.candidates],
+        "targets": [t.key for t in run.targets],
+        "limit": run.limit,
+        "data_dir": str(run.data_dir) if run.data_dir else None,
+        "exitstatus": int(exitstatus),
+    }, overall=overall, note=note)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

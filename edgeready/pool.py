@@ -142,7 +142,8 @@ class AdapterPool:
             ep = cand.endpoint
             return OpenAIServerAdapter(ep.base_url, ep.model, api=ep.api, api_key_env=ep.api_key_env,
                                        concurrency=ep.concurrency, timeout_s=ep.timeout_s,
-                                       max_retries=ep.max_retries, name=cand.name), None
+                                       max_retries=ep.max_retries, max_response_bytes=ep.max_response_bytes,
+                                       name=cand.name), None
         from edgeready.server_process import LlamaCppServer
 
         prof = pair.target.profile

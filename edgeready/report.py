@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import platform
 from collections import OrderedDict
 from importlib import metadata
@@ -55,7 +56,10 @@ def verdicts(results: list[GateResult]) -> list[dict[str, Any]]:
     return out
 
 
-def write_reports(results: list[GateResult], reports_dir: Path, run_info: dict[str, Any]) -> dict[str, Any]:
+def write_reports(results: list[GateResult], reports_dir: Path, run_info: dict[str, Any],
+                  overall: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """verdict.json and summary.md, each replaced atomically. `overall` overrides the worst gate status: a run
+    that was interrupted or stopped by an error says so, never leaving a pass behind (`note` says why)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     vs = verdicts(results)
     doc = {
@@ -64,13 +68,27 @@ def write_reports(results: list[GateResult], reports_dir: Path, run_info: dict[s
         "host": {"machine": platform.machine(), "processor": platform.processor(), "system": platform.platform()},
         "versions": _versions(),
         "run": run_info,
-        "overall": worst([v["status"] for v in vs]) if vs else "error",
+        "overall": overall or (worst([v["status"] for v in vs]) if vs else "error"),
+        **({"note": note} if note else {}),
         "verdicts": vs,
     }
-    (reports_dir / "verdict.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-    summary = summary_markdown(results, doc) + "\n".join(_plots(doc, reports_dir)) + "\n"
-    (reports_dir / "summary.md").write_text(summary, encoding="utf-8")
+    _write_atomic(reports_dir / "verdict.json", json.dumps(doc, indent=2, default=str) + "\n")
+    summary = summary_markdown(results, doc) + ("\n".join(_plots(doc, reports_dir)) + "\n" if results else "")
+    _write_atomic(reports_dir / "summary.md", summary)
     return doc
+
+
+def write_status(reports_dir: Path, overall: str, note: str, run_info: dict[str, Any] | None = None) -> None:
+    """A verdict with no gate results: `running` while a run is under way (a run killed outright leaves that,
+    not an earlier pass), `error` for a run stopped before any gate (a configuration error)."""
+    write_reports([], reports_dir, run_info or {}, overall=overall, note=note)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers (CI) see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _plots(doc: dict[str, Any], reports_dir: Path) -> list[str]:
@@ -162,6 +180,7 @@ def summary_markdown(results: list[GateResult], doc: dict[str, Any]) -> str:
         f"Overall: **{doc['overall'].upper()}** ({doc['created']}, edgeready {doc['edgeready']}, "
         f"llama-cpp-python {doc['versions'].get('llama-cpp-python', '?')})",
         "",
+        *([f"> {doc['note']}", ""] if doc.get("note") else []),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(r) + " |" for r in rows),

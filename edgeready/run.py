@@ -25,6 +25,7 @@ from edgeready.measurement import GateResult, Measurement, judge
 from edgeready.pool import AdapterPool
 from edgeready.recorder import Recorder
 from edgeready.schema import Pair, Target, runs_on
+from edgeready.secrets import Redactor
 
 if TYPE_CHECKING:
     from edgeready.adapters.base import Adapter
@@ -50,8 +51,9 @@ class Run:
     def create(cls, candidates: list[Candidate], targets: list[Target], *, reports_dir: Path, cache_dir: Path,
                candidates_dir: Path, data_dir: Path | None = None, limit: int | None = None,
                use_cache: bool = True) -> Run:
-        return cls(candidates, targets, AdapterPool(cache_dir, candidates_dir, use_cache), Recorder(reports_dir),
-                   data_dir, limit)
+        pool = AdapterPool(cache_dir, candidates_dir, use_cache)
+        keys = [c.endpoint.api_key_env for c in _with_parts(candidates, pool) if c.endpoint and c.endpoint.api_key_env]
+        return cls(candidates, targets, pool, Recorder(reports_dir, Redactor.from_env(keys)), data_dir, limit)
 
     def pairs(self, gate: str) -> list[Pair]:
         """The pairs this gate runs on: roles that fit, a target that configures the gate, and the gate's own
@@ -132,6 +134,12 @@ class Run:
 
     def provenance(self, pair: Pair) -> dict[str, Any]:
         return self.pool.provenance(pair)
+
+
+def _with_parts(candidates: list[Candidate], pool: AdapterPool) -> list[Candidate]:
+    """The candidates and the device and server candidates their offload deployments name."""
+    parts = [pool.part(c, ref) for c in candidates if c.offload for ref in (c.offload.device, c.offload.server)]
+    return candidates + parts
 
 
 def labels(pair: Pair, gate: str) -> dict[str, str]:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from pydantic import create_model
 
-from edgeready.config_errors import ConfigError, validate_file
+from edgeready.config_errors import ConfigError, validate_file, where
+from edgeready.datasets.sources import resolve_data_path
 from edgeready.gates import gates
-from edgeready.schema import ROLES, GateBlocks, GateConfig, Role, Target
+from edgeready.schema import ROLES, GateBlocks, GateConfig, Role, SourceSpec, Target
 
-__all__ = ["ROLES", "Role", "Target", "load_target", "resolve_target", "target_model"]
+__all__ = ["ROLES", "Role", "Target", "check_run_options", "load_target", "resolve_target", "target_model"]
 
 
 def target_model() -> type[Target]:
@@ -30,6 +31,27 @@ def _target_model(fields: tuple[tuple[str, type[GateConfig]], ...]) -> type[Targ
     blocks = create_model("Gates", __base__=GateBlocks,  # type: ignore[call-overload]
                           **{name: (config | None, None) for name, config in fields})
     return create_model("Target", __base__=Target, gates=(blocks, ...))  # type: ignore[no-any-return]
+
+
+def check_run_options(target: Target, blocks: dict[str, GateConfig], limit: int | None,
+                      data_dir: Path | None) -> None:
+    """What only the run's options tell, for the given gate blocks of `target`: that --limit leaves each a
+    chance to pass, and that every data file a block names exists (found now, before any model loads, rather
+    than when the gate runs). Raises ConfigError naming the target file, line and key."""
+    src = target.source or Path(target.name)
+    for name, block in blocks.items():
+        if limit is not None:
+            try:
+                block.check_limit(limit)
+            except ValueError as exc:
+                raise ConfigError(f"--limit {limit} with target {src}: gates.{name}: {exc}") from None
+        for key, spec in block:
+            if isinstance(spec, SourceSpec) and spec.path:
+                try:
+                    resolve_data_path(spec.path, data_dir)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where(src, ('gates', name, key, 'path'))}: gates.{name}.{key}.path: "
+                                      f"{exc}") from None
 
 
 def load_target(path: Path) -> Target:

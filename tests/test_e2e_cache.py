@@ -52,6 +52,9 @@ def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path, sig):
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
            "-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache),
            "--reports", str(tmp_path / "killed")]
+    # An earlier run's pass sits in the reports folder: the killed run must not leave it there for CI to read.
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "verdict.json").write_text('{"overall": "pass", "verdicts": []}')
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
@@ -61,6 +64,10 @@ def test_a_killed_run_resumes_without_regenerating_stored_items(tmp_path, sig):
     proc.wait(timeout=120)
     kept = stored(cache)
     assert 5 <= kept < 24
+    left = json.loads((tmp_path / "killed" / "verdict.json").read_text())
+    # Ctrl-C lets pytest finish the session: it says interrupted. SIGKILL gives it no chance: the verdict
+    # written when the run started says it was under way.
+    assert left["overall"] == ("interrupted" if sig == signal.SIGINT else "running")
     run_gate("-m", "device and accuracy", "--target", str(TARGET), "--cache-dir", str(cache),
              "--reports", str(tmp_path / "resumed"))
     acc = accuracy(tmp_path / "resumed")

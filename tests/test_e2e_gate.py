@@ -88,13 +88,14 @@ def test_webqsp_accuracy_is_auditable(tmp_path):
 
 
 def test_missing_dataset_is_an_error_not_a_pass(tmp_path):
+    # Found when the target is validated, before any model loads: a configuration error (exit 4) naming the
+    # target file, its line and the key, and a verdict that says error.
     proc = run_gate("-m", "device and accuracy", "--target", str(FIXTURES / "e2e-webqsp.yaml"),
                     "--data-dir", str(tmp_path / "empty"), "--reports", str(tmp_path))
-    assert proc.returncode == 1
-    assert " 1 error" in proc.stdout
-    v = verdict(tmp_path)["verdicts"][0]
-    assert v["status"] == "error" and v["errored"] == ["accuracy"]
-    assert "dataset file not found" in v["gates"]["accuracy"]["error"]
+    assert proc.returncode == 4, proc.stdout[-2000:]
+    assert f"{FIXTURES / 'e2e-webqsp.yaml'}:8: gates.accuracy.dataset.path: dataset file not found" in proc.stderr
+    doc = verdict(tmp_path)
+    assert doc["overall"] == "error" and "dataset file not found" in doc["note"] and doc["verdicts"] == []
 
 
 def test_smollm_on_the_phone_profile(tmp_path):

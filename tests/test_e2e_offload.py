@@ -41,12 +41,19 @@ def test_offload_with_the_server_down_falls_back_and_counts_each(tmp_path):
     proc = run_gate("-m", "offload", "--candidate", str(FIX / "candidates" / "offload-closed.yaml"),
                     "--target", str(FIX / "targets" / "e2e-offload.yaml"), "--reports", str(tmp_path))
     v = verdicts(tmp_path)[("offload-closed", "offload/e2e-offload")]
-    assert all(g["status"] in ("pass", "fail") for g in v["gates"].values()), proc.stdout[-3000:]
+    # Judged, not errored; and neither gate passes a deployment whose server never answered.
+    assert all(g["status"] == "fail" for g in v["gates"].values()), proc.stdout[-3000:]
     lat = v["gates"]["latency"]["measurement"]["details"]
     acc = v["gates"]["accuracy"]["measurement"]["details"]
     complex_n = acc["by_complexity"]["complex"]["n"]
-    assert lat["fallbacks"] == complex_n > 0 and lat["share_offloaded"] == 0
+    # Routed to the server and failed there: offloaded by the policy, answered by nobody on the server side.
+    assert lat["fallbacks"] == complex_n > 0 and lat["answered_by_server"] == 0
+    assert lat["share_offloaded"] == lat["fallback_share"] == complex_n / v["gates"]["latency"]["n"]
     assert lat["fallback_errors"] and all("connect" in e.lower() for e in lat["fallback_errors"])
+    # A failed offload path fails the latency gate (max_fallback_share 0 by default), with advice saying why.
+    checks = {c["name"]: c for c in v["gates"]["latency"]["checks"]}
+    assert v["gates"]["latency"]["status"] == "fail" and not checks["fallbacks"]["passed"]
+    assert "answered by the device instead" in v["gates"]["latency"]["advice"]
     items = [json.loads(x) for x in (tmp_path / "items" / "offload-closed__offload-e2e-offload__accuracy.jsonl").open()]
     assert sum(bool(r.get("fallback")) for r in items) == complex_n
 

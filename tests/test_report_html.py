@@ -393,7 +393,8 @@ def test_single_file_report_shows_the_failing_gate_in_chromium(real_report, tmp_
     text = _page_text(url, tmp_path / "profile")
     assert "edgeready sign-off" in text
     assert "device/e2e-fail" in text and "accuracy" in text and "gemma3-270m-q4km" in text
-    assert "test_generalization_accuracy[gemma3-270m-q4km@e2e-fail]" in text
+    # The test's title comes from the gate's description (edgeready/gates/accuracy.py) and the pair.
+    assert "generalization accuracy (question answering): gemma3-270m-q4km@e2e-fail" in text
     assert re.search(r"Failed 1\b", text), text[:2000]
     assert f"llama-cpp-python {metadata.version('llama-cpp-python')}" in text  # environment.properties
     cats = _page_text(url + "#categories", tmp_path / "profile")

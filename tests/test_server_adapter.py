@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -21,6 +19,7 @@ from edgeready.adapters.base import Adapter
 from edgeready.adapters.openai_server import OpenAIServerAdapter, ServerRequestError
 from edgeready.records import GenerationRequest
 from edgeready.server_process import LlamaCppServer, ServerStartError, free_port
+from tests.fake_server import COMPLETION_BODY, FakeServer
 
 ALIAS = "smollm2-test"
 KEY = "sk-edgeready-test-0123456789abcdef"
@@ -154,52 +153,6 @@ def test_stop_leaves_no_process(server: LlamaCppServer):
 
 
 # -- the fake server (failure injection only) -----------------------------------------------------
-COMPLETION_BODY = {
-    "choices": [{"text": " Paris", "finish_reason": "stop", "logprobs": None}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 1},
-}
-
-
-class FakeServer:
-    """Answers from a script of (status, headers, body); once the script is spent, a canned completion."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, str], object]] = []
-        self.seen: list[tuple[str, dict[str, str], bytes]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.seen.append((self.path, dict(self.headers), body))
-                status, headers, payload = fake.script.pop(0) if fake.script else (200, {}, COMPLETION_BODY)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self.do_POST()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
     server = FakeServer()

@@ -1,5 +1,6 @@
 """Target schema: every bad input is one clear error naming the file, key and line."""
 
+import json
 import resource
 import time
 from pathlib import Path
@@ -114,7 +115,9 @@ def test_misspelled_key_stops_the_gate_run_fast_and_loads_no_model(tmp_path):
     assert str(path) in proc.stderr
     # Under 2 s of CPU (wall time swings with the neighbours on shared machines), and no model load.
     assert cpu < 2.0 and elapsed < 30, f"{cpu:.2f} s CPU, {elapsed:.2f} s wall"
-    assert not (tmp_path / "r" / "verdict.json").exists()
+    # The reports say the run was refused (an earlier run's pass would otherwise stay for CI to read).
+    refused = json.loads((tmp_path / "r" / "verdict.json").read_text())
+    assert refused["overall"] == "error" and "max_peak_rss: unknown key" in refused["note"]
 
 
 def test_limit_that_makes_the_minimum_unreachable_is_a_usage_error(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgeready.adapters.base import Adapter
-from edgeready.advice import accuracy_advice, budget_advice, shown_below
+from edgeready.advice import accuracy_advice, budget_advice, fallback_advice, shown_below
 from edgeready.candidates import Candidate
 from edgeready.datasets.sampling import stratified_sample
 from edgeready.datasets.sources import DatasetSpec, load_questions
@@ -128,7 +128,7 @@ def questions(run: RunResources, pair: Pair) -> Questions:
             raise ConfigError(f"--limit {n}: {exc}") from None
         # Stratified and interleaved: every prefix keeps the simple/complex mix, which a sequential gate needs.
         chosen = stratified_sample(items, n, cfg.seed)
-        return chosen, {**prov, "population": len(items), "sampled": len(chosen)}
+        return chosen, {**prov, "population": len(items), "requested": n, "sampled": len(chosen)}
 
     return run.shared(StashKey[Questions](f"{_QUESTIONS}|{pair.target.key}|{run.limit}"), load)
 
@@ -145,6 +145,14 @@ def prompts_for(run: RunResources, pair: Pair, n: int) -> list[QAItem]:
 def answers_key(pair: Pair) -> StashKey[list[Response]]:
     """Where the accuracy gate leaves its responses: an offload target's latency gate times the same ones."""
     return StashKey[list[Response]](f"accuracy.answers|{pair.id}")
+
+
+def capped_note(provenance: dict[str, Any], what: str) -> list[str]:
+    """Say so when the target asked for more items than its data has (never a silent smaller sample)."""
+    requested, sampled = provenance.get("requested"), provenance.get("sampled")
+    if isinstance(requested, int) and isinstance(sampled, int) and requested > sampled:
+        return [f"{requested} {what} asked for, the data has {sampled}: all {sampled} used (capped)"]
+    return []
 
 
 # -- the gate -----------------------------------------------------------------------------------------
@@ -198,13 +206,22 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
                 "completion_tokens": sum(r["completion_tokens"] for r in records),
                 "prompt_tokens": sum(r["prompt_tokens"] for r in records),
                 "cache_hits": sum(r["cache"] == "hit" for r in records),
+                "fallbacks": sum(bool(r.get("fallback")) for r in records),
             },
             sequential=seq,
+            notes=capped_note(inputs.provenance, "questions"),
             items=[{k: v for k, v in r.items() if k != "cache"} for r in records],
         )
 
     def judge(self, m: Measurement, cfg: AccuracyConfig, subject: Candidate) -> Judgement:
         assert m.interval is not None
+        fallbacks = m.details.get("fallbacks", 0)
+        if fallbacks:
+            # An offload deployment whose server did not answer was not measured as designed: its answers came
+            # from the device, so the value is not the deployment's accuracy.
+            check = Check("offload_path", fallbacks, "<=", 0, "requests", "answered by the device after the server "
+                          "failed (fallbacks)")
+            return Judgement([check], fallback_advice(m.details))
         seq = m.sequential
         if seq is None:
             check = Check(name="accuracy", observed=m.interval.low, op=">=", threshold=cfg.min_accuracy, unit="",

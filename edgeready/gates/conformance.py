@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from scipy.stats import norm
 
 from edgeready.advice import CONFORMANCE_ADVICE
 from edgeready.candidates import Candidate
-from edgeready.conformance import check_conformance
 from edgeready.gates.base import Gate, RunResources, register
-from edgeready.kld import kl_divergence
 from edgeready.measurement import Check, Judgement, Measurement
 from edgeready.schema import GateConfig, Pair, Profile
 from edgeready.stats import Interval
 
-_Z = float(norm.ppf(0.975))
+
+def _z() -> float:
+    """The two-sided 95 % normal quantile (scipy's, imported here: configuration errors must stay fast)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.975))
 
 
 class ConformanceConfig(GateConfig):
@@ -78,12 +80,13 @@ class Conformance(Gate[ConformanceConfig, ConformanceInputs]):
     def judge(self, m: Measurement, cfg: ConformanceConfig, subject: Candidate) -> Judgement:
         d = m.details
         assert m.interval is not None
+        z = _z()
         checks = [Check(f"gguf:{c['name']}", 1.0 if c["passed"] else 0.0, ">=", 1.0, "", c["detail"][:80])
                   for c in d["structural"]]
         checks += [
             Check("kld_mean", m.interval.high, "<=", cfg.max_kld_mean, "nats", "upper bound (95%)"),
             Check("kld_p99", d["kld_p99"], "<=", cfg.max_kld_p99, "nats", "99th percentile over tokens"),
-            Check("same_top", d["same_top_pct"] - _Z * d["same_top_stderr"], ">=", cfg.min_same_top_pct, "%",
+            Check("same_top", d["same_top_pct"] - z * d["same_top_stderr"], ">=", cfg.min_same_top_pct, "%",
                   "lower bound (95%)"),
         ]
         return Judgement(checks, CONFORMANCE_ADVICE)
@@ -93,15 +96,19 @@ def measure_conformance(
     base: Path, cand: Path, manifest_sha: str | None, gate: ConformanceConfig, profile: Profile, cache_dir: Path,
     provenance: dict[str, Any],
 ) -> Measurement:
+    from edgeready.conformance import check_conformance
+    from edgeready.kld import kl_divergence
+
     structural = check_conformance(base, cand, manifest_sha)
     kld = kl_divergence(base, cand, n_ctx=gate.n_ctx, threads=profile.threads, cache_dir=cache_dir / "kld")
+    z = _z()
     return Measurement(
         gate="conformance",
         metric="mean KL divergence from the base (next-token distributions)",
         value=kld.kld_mean,
         unit="nats",
         n=kld.n_tokens,
-        interval=Interval(low=max(0.0, kld.kld_mean - _Z * kld.kld_stderr), high=kld.kld_mean + _Z * kld.kld_stderr,
+        interval=Interval(low=max(0.0, kld.kld_mean - z * kld.kld_stderr), high=kld.kld_mean + z * kld.kld_stderr,
                           confidence=0.95, method="normal (mean +- 1.96 standard errors over tokens)"),
         method="measured",
         meter="llama.cpp logits of base and candidate on edgeready/data/kld_text.txt",

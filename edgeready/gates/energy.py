@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from edgeready.adapters.base import Adapter
 from edgeready.advice import energy_advice
 from edgeready.candidates import Candidate
-from edgeready.energy import CpuPowerModel, EnergyPerQuery, Meter, measure_queries, select_meter
-from edgeready.energy.derived import joules_to_mwh
 from edgeready.gates.accuracy import prompts_for
 from edgeready.gates.base import Gate, RunResources, register
 from edgeready.measurement import Check, Judgement, Measurement, MeasurementError
@@ -28,6 +26,9 @@ from edgeready.prompts import qa_request
 from edgeready.records import QAItem
 from edgeready.schema import GateConfig, Pair, Profile, Target
 from edgeready.stats import Interval
+
+if TYPE_CHECKING:  # the meters are imported when energy is measured, not when a target is validated
+    from edgeready.energy import Meter
 
 
 class EnergyConfig(GateConfig):
@@ -89,6 +90,8 @@ def measure_energy(
     adapter: Adapter, gate: EnergyConfig, profile: Profile, items: list[QAItem],
     provenance: dict[str, Any], pid: int,
 ) -> Measurement:
+    from edgeready.energy import EnergyPerQuery, measure_queries
+
     meter = _meter(gate, profile, pid)
     requests = [qa_request(it, 16) for it in items[: gate.queries_per_batch]]
     marks: list[tuple[float, float, int]] = []  # cumulative (gross joules, seconds) after each batch
@@ -147,6 +150,8 @@ def measure_energy(
 
 def _meter(gate: EnergyConfig, profile: Profile, pid: int) -> Meter:
     """The block's meter; the estimate, where allowed, uses the profile's power model on `pid`'s CPU time."""
+    from edgeready.energy import CpuPowerModel, select_meter
+
     model = None
     if profile.power is not None:
         model = CpuPowerModel(profile.power.active_w_per_core, profile.power.idle_w,
@@ -155,6 +160,8 @@ def _meter(gate: EnergyConfig, profile: Profile, pid: int) -> Meter:
 
 
 def _per_batch_mwh(marks: list[tuple[float, float, int]], baseline_w: float) -> list[float]:
+    from edgeready.energy.derived import joules_to_mwh
+
     out, prev_j, prev_s = [], 0.0, 0.0
     for joules, seconds, queries in marks:
         net = (joules - prev_j) - baseline_w * (seconds - prev_s)

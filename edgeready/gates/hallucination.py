@@ -27,6 +27,7 @@ from edgeready.cache import GenerationStore
 from edgeready.candidates import Candidate
 from edgeready.datasets.sources import ConceptSpec, load_concepts
 from edgeready.errors import MeasurementError
+from edgeready.gates.accuracy import capped_note
 from edgeready.gates.base import Gate, RunResources, register
 from edgeready.measurement import Check, Judgement, Measurement, SequentialOutcome
 from edgeready.records import GenerationRequest
@@ -152,10 +153,13 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
 
     def gather(self, run: RunResources, pair: Pair, cfg: HallucinationConfig) -> HallucinationInputs:
         concepts, prov = load_concepts(cfg.concepts, run.data_dir)
-        chosen = choose_concepts(concepts, run.limit or cfg.cap, cfg.seed)
+        n = run.limit or cfg.cap
+        chosen = choose_concepts(concepts, n, cfg.seed)
         # Sentence scores depend only on the texts (they are in the key), so they are stored for every role.
-        return HallucinationInputs(run.cached(pair), chosen, {**prov, "population": len(concepts),
-                                   **run.provenance(pair)}, pair.target.profile.threads, run.store())
+        return HallucinationInputs(run.cached(pair), chosen, {
+            **prov, "population": len(concepts), **({"requested": n, "sampled": len(chosen)} if n > len(chosen)
+                                                    else {}), **run.provenance(pair)},
+            pair.target.profile.threads, run.store())
 
     def measure(self, inputs: HallucinationInputs, cfg: HallucinationConfig) -> Measurement:
         scorer = _scorer(cfg, inputs.threads, inputs.store)
@@ -201,6 +205,7 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
                                   if test is None else "always-valid: betting e-processes (Waudby-Smith & Ramdas)"),
             },
             sequential=seq,
+            notes=capped_note(inputs.provenance, "concepts"),
             items=out.records,
         )
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from scipy import stats as sps
 
 from edgeready.adapters.base import Adapter
-from edgeready.advice import LATENCY_ADVICE
+from edgeready.advice import LATENCY_ADVICE, fallback_advice
 from edgeready.candidates import Candidate
 from edgeready.gates.accuracy import AccuracyConfig, answers_key, questions
 from edgeready.gates.base import Gate, RunResources, register
@@ -34,6 +33,9 @@ class LatencyConfig(GateConfig):
 
     max_p95_s: float = Field(gt=0)
     max_share_offloaded: float = Field(default=1.0, ge=0, le=1)
+    # Requests routed to the server that it did not answer (the device did): failures of the offload path.
+    # 0 by default: any fallback fails the gate, since the deployment was not measured as designed.
+    max_fallback_share: float = Field(default=0.0, ge=0, le=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
     def check_target(self, target: Target) -> None:
@@ -81,13 +83,25 @@ class Latency(Gate[LatencyConfig, LatencyInputs]):
             Check("p95_latency", d["p95_upper_bound_s"], "<=", cfg.max_p95_s, "s", "order-statistic upper bound"),
             Check("share_offloaded", d["share_offloaded_interval"][1], "<=", cfg.max_share_offloaded, "",
                   "Wilson upper bound"),
+            # With a maximum of 0 any fallback fails, so the observed share is compared (a Wilson bound is above
+            # 0 even with none); otherwise its upper bound, like every other share.
+            Check("fallbacks", d["fallback_share"] if cfg.max_fallback_share == 0 else d["fallback_interval"][1],
+                  "<=", cfg.max_fallback_share, "", "observed share" if cfg.max_fallback_share == 0
+                  else "Wilson upper bound"),
         ]
-        return Judgement(checks, LATENCY_ADVICE)
+        failed = {c.name for c in checks if not c.passed}
+        if "fallbacks" not in failed:
+            return Judgement(checks, LATENCY_ADVICE)
+        # A failed offload path comes first: latency and share measured through it say little.
+        also = f"; then, if still failing: {LATENCY_ADVICE}" if failed - {"fallbacks"} else ""
+        return Judgement(checks, fallback_advice(d) + also)
 
 
 def quantile_upper_bound(values: list[float], q: float, confidence: float) -> float:
     xs = sorted(values)
     n = len(xs)
+    from scipy import stats as sps  # here: configuration errors must not pay for scipy.stats
+
     k = int(sps.binom.ppf(confidence, n, q)) + 1  # 1-based order statistic
     return xs[min(k, n) - 1] if k <= n else float("inf")
 
@@ -97,12 +111,15 @@ def measure_latency(
 ) -> Measurement:
     lat = [r.timings.total_s for r in responses]
     n = len(lat)
-    served = [r.served_by for r in responses]
-    offloaded = sum(s == "server" for s in served)
     fallbacks = [i for i, r in enumerate(responses) if r.meta.get("fallback")]
+    # A fallback was routed to the server and failed there: it counts as offloaded (the routing decision) and
+    # as a failure of the offload path, never as a local answer.
+    served = ["server-failed" if i in fallbacks else r.served_by for i, r in enumerate(responses)]
+    offloaded = sum(s in ("server", "server-failed") for s in served)
     p95 = float(np.percentile(lat, 95))
     upper = quantile_upper_bound(lat, 0.95, gate.confidence)
     share_ci = wilson(offloaded, n, gate.confidence)
+    fallback_ci = wilson(len(fallbacks), n, gate.confidence)
     stats = adapter.stats()
     return Measurement(
         gate="latency",
@@ -122,7 +139,10 @@ def measure_latency(
             "share_offloaded": offloaded / n,
             "share_offloaded_interval": [share_ci.low, share_ci.high],
             "offloaded": offloaded,
+            "answered_by_server": sum(s == "server" for s in served),
             "fallbacks": len(fallbacks),
+            "fallback_share": len(fallbacks) / n,
+            "fallback_interval": [fallback_ci.low, fallback_ci.high],
             "fallback_errors": list(stats.fallback_errors)[:20],
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,

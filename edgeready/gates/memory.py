@@ -14,7 +14,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -22,11 +22,15 @@ from edgeready.advice import memory_advice
 from edgeready.candidates import Candidate
 from edgeready.gates.accuracy import prompts_for
 from edgeready.gates.base import Gate, RunResources, register
-from edgeready.gguf_info import MB, GGUFSummary
 from edgeready.measurement import Check, Judgement, Measurement, MeasurementError
 from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest
 from edgeready.schema import GateConfig, Pair, Profile, Target
+
+if TYPE_CHECKING:  # the gguf package costs a quarter second to import; configuration errors must be fast
+    from edgeready.gguf_info import GGUFSummary
+
+MB = 1024 * 1024
 
 
 class MemoryConfig(GateConfig):
