@@ -8,14 +8,21 @@ One decoding loop serves every request, greedy or sampled, with or without log-p
 - greedy is an argmax over those logits; sampling is a temperature softmax drawn with a NumPy
   generator seeded per request, so a (prompt, seed) pair always yields the same text;
 - prompt evaluation and generation are timed separately, with the token counts of each.
-Chat-style requests are rendered with the model's own chat template (from its GGUF metadata).
+Chat-style requests are rendered with the model's own chat template (from its GGUF metadata), after a
+static audit of it (edgeready.template_audit: an "error" finding refuses the model before anything renders)
+and under a time limit (RENDER_TIMEOUT_S): llama-cpp-python's Jinja sandbox stops attribute escapes, not a
+template that loops for hours.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import llama_cpp
@@ -23,10 +30,70 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from edgeready.adapters.base import AdapterStats
+from edgeready.errors import MeasurementError
 from edgeready.prompts import PromptStyle, form_for
 from edgeready.records import GenerationRequest, Response, Timings
+from edgeready.template_audit import audit_chat_template, errors
 
 RUNTIME = "llama.cpp via llama-cpp-python"
+# Wall-clock seconds one chat-template render may take, compiling the template included (real templates take
+# milliseconds). Enforced on the main thread only (see _time_limit).
+RENDER_TIMEOUT_S = 2.0
+
+
+class _Overtime(Exception):
+    """Raised by the SIGALRM handler inside a render that ran past its limit."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _Overtime inside the block once it has run `seconds` of wall time. Jinja2 renders in pure Python,
+    so the handler runs between bytecodes and interrupts it. The previous SIGALRM handler and timer are put
+    back afterwards; a timer of someone else's that fell due meanwhile fires at once then, late by at most
+    `seconds`.
+
+    Signals reach the main thread only: off it (an adapter used from a worker thread) nothing is enforced,
+    and the static audit of the template, run before any render, is the only guard."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    armed = True
+
+    def on_alarm(signum: int, frame: object) -> None:
+        if armed:  # not once the block is over: an alarm racing its end must not hit the restoring code
+            raise _Overtime
+
+    start = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if outer_delay > 0:
+            left = outer_delay - (time.monotonic() - start)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
+
+
+@functools.lru_cache(maxsize=8)
+def _formatter(template: str, bos: str, eos: str) -> Jinja2ChatFormatter:
+    """The compiled template (llama-cpp-python compiles it in its sandbox when the formatter is made)."""
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+
+
+def render_template(template: str, messages: Sequence[tuple[str, str]], *, bos: str, eos: str, model: str,
+                    timeout_s: float = RENDER_TIMEOUT_S) -> str:
+    """`messages` rendered with `template` as llama-cpp-python renders it, within `timeout_s` (compiling
+    included). Audits nothing: callers audit the template first (LlamaCppDevice.render_chat does)."""
+    try:
+        with _time_limit(timeout_s):
+            formatter = _formatter(template, bos, eos)
+            return formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
+    except _Overtime:
+        raise MeasurementError(f"{model}: rendering its chat template took longer than the limit of {timeout_s:g} s "
+                               "(a template that loops or does heavy work); refused") from None
 
 
 def system_info() -> str:
@@ -65,6 +132,7 @@ class LlamaCppDevice:
         self._n_vocab = self._llama.n_vocab()
         self._eos = self._llama.token_eos()
         self._template = self._llama.metadata.get("tokenizer.chat_template")
+        self._template_audited = False  # audited when a chat request first needs the template
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_reused = 0
         # The last evaluated prompt and its last-position logits: N samples of one prompt (as
@@ -102,14 +170,22 @@ class LlamaCppDevice:
     def render_chat(self, messages: Sequence[tuple[str, str]]) -> str:
         if not self._template:
             raise ValueError(f"{self.model_path.name} has no chat template in its GGUF; use prompt_style few-shot")
+        self._audit_template()
         llama = self._llama
-        formatter = Jinja2ChatFormatter(
-            template=self._template,
-            eos_token=llama.detokenize([self._eos]).decode(errors="ignore"),
-            bos_token=llama.detokenize([llama.token_bos()]).decode(errors="ignore"),
-            add_generation_prompt=True,
-        )
-        return formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
+        return render_template(self._template, messages, model=self.model_path.name,
+                               eos=llama.detokenize([self._eos]).decode(errors="ignore"),
+                               bos=llama.detokenize([llama.token_bos()]).decode(errors="ignore"))
+
+    def _audit_template(self) -> None:
+        """The static audit, before the first render: an "error" finding refuses the model (every time asked)."""
+        if self._template_audited:
+            return
+        refused = errors(audit_chat_template(self._template))
+        if refused:
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise MeasurementError(f"{self.model_path.name}: its chat template is refused by the static audit, "
+                                   f"nothing rendered: {refused[0]}{more}")
+        self._template_audited = True
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         request = form_for(request, self.prompt_style)

@@ -9,7 +9,7 @@ fewer bits, a quantized token embedding (70 % of a small model's file), pruned b
 
 from __future__ import annotations
 
-from edgeready.measurement import Check, Measurement, SequentialOutcome
+from edgeready.measurement import Check, Measurement, PairedOutcome, SequentialOutcome
 from edgeready.stats import wilson
 
 _BITS = {"Q2_K": 2, "Q3_K_S": 3, "Q3_K_M": 3, "Q3_K_L": 3, "Q4_0": 4, "Q4_1": 4, "Q4_K_S": 4, "Q4_K_M": 4,
@@ -109,6 +109,25 @@ def fallback_advice(details: dict[str, object]) -> str:
     return (f"{details.get('fallbacks')} requests routed to the server were answered by the device instead{first}: "
             "the offload path failed, so the deployment was not measured as designed; fix the server or the "
             "network (or its timeout_s) and run again before changing the model")
+
+
+def paired_advice(pc: PairedOutcome, metric: str, quantization: str | None) -> str:
+    """A candidate not shown within its margin of the baseline: by how much, where the losses sit, what next."""
+    where = ""
+    regressions = [f for f in pc.flips if f.get("flip") == "regression"]
+    by = {cx: sum(f.get("complexity") == cx for f in regressions) for cx in ("simple", "complex")}
+    if any(by.values()):
+        where = f" ({by['simple']} simple, {by['complex']} complex questions among those listed)"
+    head = (f"{metric} lost {pc.loss:+.3f} against {pc.baseline} on {pc.n} paired items (up to "
+            f"{pc.loss_upper:+.3f}), margin {pc.margin:g}: {pc.regressions} regressions{where} against "
+            f"{pc.improvements} improvements")
+    if pc.stopped_by == "budget" and pc.loss < pc.margin:
+        return (f"{head}; inconclusive rather than bad: the loss was not shown below the margin in {pc.n} items, "
+                "ask more (sample_size or max_items) before changing the model")
+    bits = _BITS.get((quantization or "").upper())
+    more = f"quantize at more bits than {quantization}" if bits is not None and bits < 8 else "quantize at more bits"
+    return (f"{head}: {more} or keep the token embedding at Q8_0 (the regressions listed in the report show "
+            "which facts were lost)")
 
 
 LATENCY_ADVICE = ("too slow or too much offloaded: route fewer prompts to the server (a stricter heuristic or a "

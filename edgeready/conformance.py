@@ -10,6 +10,10 @@ two numpy views per token string), too slow for a first-tier gate run on every v
 `read_header` walks the same format with `struct` and digests big arrays instead of splitting them
 (~0.2 s). `tests/test_ladder_kld.py` cross-checks its fields against `GGUFReader`.
 
+Beyond the comparison with the base, the candidate's own metadata is audited before anything renders it:
+special token ids must lie inside its vocabulary, and its chat template must pass the static audit of
+edgeready.template_audit (no dunder access, no unbounded loops, no oversize template).
+
 A file that is not a complete GGUF (bad magic, a header that runs past the end, tensor data cut
 short) raises `ConfigError` naming the file and what is wrong: a truncated download must fail the
 gate loudly, not load half a model.
@@ -28,6 +32,7 @@ from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuant
 
 from edgeready.candidates import sha256_file
 from edgeready.config_errors import ConfigError
+from edgeready.template_audit import audit_chat_template, audit_token_ids, errors
 
 # Arrays longer than this are kept as a digest (count + sha256 of their bytes), not decoded.
 _SMALL_ARRAY = 64
@@ -49,6 +54,7 @@ TOKENIZER_KEYS = (
     "tokenizer.ggml.scores",
 )
 SPECIAL_TOKENS = ("bos", "eos", "unknown", "padding", "eot", "eom", "sep", "cls", "mask")
+CHAT_TEMPLATE = "tokenizer.chat_template"
 
 
 @dataclass(frozen=True)
@@ -278,8 +284,45 @@ def _show(value: Any) -> str:
     return "absent" if value is None else str(value)
 
 
+def vocab_size(h: GGUFHeader) -> int | None:
+    """Tokens in the vocabulary (len of tokenizer.ggml.tokens), None when the file has none."""
+    tokens = h.kv.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, ArrayDigest):
+        return tokens.count
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _special_tokens_check(base: GGUFHeader, cand: GGUFHeader) -> ConformanceCheck:
+    """The candidate's special token ids: the base's, and inside its own vocabulary (an id past the end makes
+    llama.cpp fall back to a default token, or read past the embedding table when it does not check)."""
+    b_ids, c_ids = _special_ids(base), _special_ids(cand)
+    outside = audit_token_ids(c_ids, vocab_size(cand))
+    detail = f"base {b_ids}, candidate {c_ids}"
+    if outside:  # first: the gate shows the first 80 characters
+        detail = "; ".join(f.message for f in outside) + f"; {detail}"
+    return ConformanceCheck("special_tokens", b_ids == c_ids and not outside, detail)
+
+
+def template_checks(h: GGUFHeader) -> list[ConformanceCheck]:
+    """The static audit (edgeready.template_audit) of each chat template the file carries (the default one and
+    named ones, tokenizer.chat_template.<name>): fails on an error finding, and names it first. None when the
+    file has no template (a base model), so the checks of such files stay what they were."""
+    checks = []
+    for key, template in h.kv.items():
+        if not (key == CHAT_TEMPLATE or key.startswith(CHAT_TEMPLATE + ".")) or not isinstance(template, str):
+            continue
+        findings = audit_chat_template(template)
+        refused = errors(findings)
+        shown = refused or findings
+        detail = "; ".join(map(str, shown)) if shown else f"static audit clean ({len(template):,} characters)"
+        name = "chat_template" + key.removeprefix(CHAT_TEMPLATE)
+        checks.append(ConformanceCheck(name, not refused, detail))
+    return checks
+
+
 def check_conformance(base_path: Path, cand_path: Path, manifest_sha: str | None) -> list[ConformanceCheck]:
-    """Header checks of `cand_path` against `base_path`; sha256 against the manifest when given.
+    """Header checks of `cand_path` against `base_path`; sha256 against the manifest when given; the candidate's
+    special token ids against its vocabulary, and the static audit of its chat template when it has one.
 
     Raises ConfigError when either file is not a complete GGUF."""
     base, cand = read_header(base_path), read_header(cand_path)
@@ -300,21 +343,19 @@ def check_conformance(base_path: Path, cand_path: Path, manifest_sha: str | None
     parts = ", ".join(
         f"{k.removeprefix('tokenizer.ggml.')}={_show(cand.kv.get(k))}" for k in TOKENIZER_KEYS[:2]
     )
-    n_tokens = cand.kv.get("tokenizer.ggml.tokens")
-    count = n_tokens.count if isinstance(n_tokens, ArrayDigest) else len(n_tokens or [])
-    detail = f"{parts}, {count} tokens"
+    detail = f"{parts}, {vocab_size(cand) or 0} tokens"
     if diffs:
         detail = "differs in " + ", ".join(diffs) + "; " + " vs ".join(
             f"{who}: " + ", ".join(f"{d}={_show(h.kv.get('tokenizer.ggml.' + d))}" for d in diffs)
             for who, h in (("base", base), ("candidate", cand))
         )
     checks.append(ConformanceCheck("tokenizer", not diffs, detail))
-    b_ids, c_ids = _special_ids(base), _special_ids(cand)
-    checks.append(ConformanceCheck("special_tokens", b_ids == c_ids, f"base {b_ids}, candidate {c_ids}"))
+    checks.append(_special_tokens_check(base, cand))
     b_ctx, c_ctx = base.arch_value("context_length"), cand.arch_value("context_length")
     checks.append(ConformanceCheck(
         "context_length", b_ctx is not None and b_ctx == c_ctx, f"base {_show(b_ctx)}, candidate {_show(c_ctx)}"
     ))
+    checks += template_checks(cand)
     if manifest_sha is not None:
         actual = sha256_file(cand_path)
         checks.append(ConformanceCheck(

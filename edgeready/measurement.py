@@ -9,8 +9,8 @@ from typing import Any, Literal
 from edgeready.errors import MeasurementError
 from edgeready.stats import Interval
 
-__all__ = ["Check", "GateResult", "Judgement", "Measurement", "MeasurementError", "SequentialOutcome", "Status",
-           "judge"]
+__all__ = ["FLIPS_KEPT", "Check", "GateResult", "Judgement", "Measurement", "MeasurementError", "PairedOutcome",
+           "SequentialOutcome", "Status", "judge"]
 
 Status = Literal["pass", "fail", "error"]
 
@@ -52,6 +52,36 @@ class SequentialOutcome:
                 f"{alpha:g}, {beta:g}: a sequential measurement can only be judged by the plan it was sampled for")
 
 
+@dataclass(frozen=True)
+class PairedOutcome:
+    """The candidate against its baseline on the same items: the mean loss (how much worse the candidate did,
+    in the gate's units) with its always-valid interval, the non-inferiority decision at `margin` and the
+    evidence it was made by, and the items that flipped (edgeready/sequential/paired.py)."""
+
+    baseline: str  # the baseline candidate's name, or the reports folder it was read from
+    source: Literal["model", "reports", "same model"]
+    margin: float
+    alpha: float
+    n: int
+    loss: float  # baseline - candidate for accuracy; candidate - baseline for a rate: > 0 is worse
+    loss_lower: float
+    loss_upper: float
+    decision: Literal["pass", "fail"]
+    stopped_by: str
+    log_evalue_pass: float
+    log_boundary_pass: float
+    reason: str
+    # Accuracy only: both right, candidate only, baseline only, neither; McNemar's p; Newcombe's interval.
+    table: dict[str, Any] | None = None
+    regressions: int = 0
+    improvements: int = 0
+    # The flipped items (at most FLIPS_KEPT of each direction; all of them are in the items file).
+    flips: list[dict[str, Any]] = field(default_factory=list)
+
+
+FLIPS_KEPT = 50
+
+
 @dataclass
 class Measurement:
     gate: str
@@ -66,6 +96,8 @@ class Measurement:
     details: dict[str, Any] = field(default_factory=dict)
     # Set by a sequential gate; None for a fixed-n one.
     sequential: SequentialOutcome | None = None
+    # Set when the target compares the candidate with a baseline on the same items.
+    paired: PairedOutcome | None = None
     # What a reader must know to read the value right (e.g. a sample size capped by the data), shown with it.
     notes: list[str] = field(default_factory=list)
     # Per-item evidence (id, prompt, response, gold, score...); written to items/*.jsonl.
@@ -78,9 +110,10 @@ class Measurement:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Measurement:
-        iv, seq = d.get("interval"), d.get("sequential")
+        iv, seq, paired = d.get("interval"), d.get("sequential"), d.get("paired")
         return cls(**{**d, "interval": Interval(**iv) if iv else None,
-                      "sequential": SequentialOutcome(**seq) if seq else None})
+                      "sequential": SequentialOutcome(**seq) if seq else None,
+                      "paired": PairedOutcome(**paired) if paired else None})
 
 
 @dataclass(frozen=True)
@@ -139,6 +172,11 @@ class GateResult:
             n = f", n={m.n}" if m.n is not None else ""
             lines.append(f"  {m.metric} = {m.value:.4f} {m.unit}{ci}{n} ({m.method}, {m.meter})")
             lines += [f"  note: {note}" for note in m.notes]
+            if m.paired is not None:
+                pc = m.paired
+                lines.append(f"  vs baseline {pc.baseline}: loss {pc.loss:+.4f} [{pc.loss_lower:+.4f}, "
+                             f"{pc.loss_upper:+.4f}] on {pc.n} paired items, {pc.regressions} regressions, "
+                             f"{pc.improvements} improvements")
         lines += [f"  {c.describe()}" for c in self.checks]
         if self.advice:
             lines.append(f"  next (step 1): {self.advice}")

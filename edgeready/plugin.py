@@ -20,14 +20,16 @@ from typing import Any
 
 import pytest
 
+from edgeready.baseline import BaselineRun, resolve_baseline
 from edgeready.candidates import Candidate, resolve_candidate
+from edgeready.config_errors import where
 from edgeready.errors import ConfigError
 from edgeready.gates import Gate, gate_names, gates
 from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports, write_status
 from edgeready.run import Run
 from edgeready.schema import ROLES, Pair, Target
-from edgeready.targets import check_run_options, resolve_target
+from edgeready.targets import check_run_options, gate_settings, resolve_target
 
 # llama.cpp's OpenMP threads spin while they wait; on a shared machine a busy neighbour then makes two
 # threads 8x slower than one (measured here). Passive waiting costs little when the machine is quiet.
@@ -54,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--data-dir", default=None, metavar="DIR",
                 help="base for relative dataset paths (default ../shared/data when it exists)")
     g.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR", help="where reports are written")
+    g.addoption("--baseline", default=None, metavar="NAME|PATH",
+                help="the model the candidates replace, for targets with a `baseline:` block: a candidate name, "
+                     "manifest or GGUF path, or an earlier run's reports folder (overrides baseline.candidate)")
     g.addoption("--compare", action="store_true",
                 help="offload targets: also judge device-only and server-only variants of each offload candidate")
     g.addoption("--no-cache", action="store_true",
@@ -61,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cache-dir", default=str(ROOT / ".cache"), metavar="DIR", help="assembled models, digests")
 
 
-def baselines(candidate: Candidate) -> list[Candidate]:
+def compare_variants(candidate: Candidate) -> list[Candidate]:
     """Device-only and server-only variants of an offload candidate, for the side-by-side comparison
     on the same questions (the seed's Fig. 5c)."""
     assert candidate.offload is not None
@@ -102,10 +107,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_usage(config)
         _configure_plugins(config)
         data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
-        candidates, targets = _candidates_and_targets(opt, data_dir, _selected(config))
+        selected = _selected(config)
+        candidates, targets = _candidates_and_targets(opt, data_dir, selected)
         run = Run.create(candidates, targets, reports_dir=reports, cache_dir=Path(opt.cache_dir),
                          candidates_dir=ROOT / "candidates", data_dir=data_dir, limit=opt.limit,
-                         use_cache=not opt.no_cache)
+                         use_cache=not opt.no_cache, baselines=_baselines(opt.baseline, targets, selected))
     except (ConfigError, pytest.UsageError) as exc:
         message = f"edgeready configuration error:\n{exc}" if isinstance(exc, ConfigError) else str(exc)
         if writes:  # CI reads verdict.json: an earlier run's pass must not survive a refused one
@@ -191,11 +197,38 @@ def _candidates_and_targets(opt: Any, data_dir: Path | None,
         targets = [resolve_target(f"{role}/default", ROOT / "thresholds")
                    for role in ROLES if (ROOT / "thresholds" / role / "default.yaml").is_file()]
     if opt.compare:
-        candidates += [v for c in candidates if c.offload is not None for v in baselines(c)]
+        candidates += [v for c in candidates if c.offload is not None for v in compare_variants(c)]
     for t in targets:
         blocks = {name: b for name, b in t.gates.configured().items() if selected(name, t.role)}
         check_run_options(t, blocks, opt.limit, data_dir)
     return candidates, targets
+
+
+def _baselines(ref: str | None, targets: list[Target],
+               selected: Callable[[str, str], bool]) -> dict[str, Candidate | BaselineRun]:
+    """What each target with a `baseline:` block compares its candidates with (--baseline wins), resolved and
+    checked now: an unknown baseline, a margin with no baseline, or an earlier run measured with other
+    settings stop the run before any model loads."""
+    out: dict[str, Candidate | BaselineRun] = {}
+    for t in targets:
+        spec = t.baseline
+        gates_ = [g for g in (spec.margins if spec else {}) if selected(g, t.role)]
+        if spec is None or not gates_:
+            continue
+        chosen = ref or spec.candidate
+        if chosen is None:
+            raise ConfigError(f"{where(t.source or Path(t.name), ('baseline',))}: baseline.margins compares "
+                              f"{', '.join(gates_)} with a baseline, but none is given: set baseline.candidate "
+                              "or pass --baseline")
+        out[t.key] = resolve_baseline(chosen, ROOT / "candidates", t.key)
+        base = out[t.key]
+        if isinstance(base, BaselineRun):
+            for gate in gates_:
+                base.check_settings(gate, gate_settings(t, gate))
+    if ref is not None and not out:
+        raise ConfigError(f"--baseline {ref}: no selected target compares its candidates with a baseline (give "
+                          "one a `baseline: {margins: {accuracy: 0.05}}` block)")
+    return out
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -258,6 +291,9 @@ def attach_result(result: GateResult) -> None:
         worst = sorted(m.items, key=lambda r: r.get("score", 0.0))[:10] if m.gate == "accuracy" else m.items[:10]
         allure.attach("\n".join(json.dumps(r, ensure_ascii=False) for r in worst), name="worst items",
                       attachment_type=allure.attachment_type.TEXT)
+    if m is not None and m.paired is not None and m.paired.flips:
+        allure.attach("\n".join(json.dumps(f, ensure_ascii=False) for f in m.paired.flips),
+                      name=f"flipped items vs {m.paired.baseline}", attachment_type=allure.attachment_type.TEXT)
     if result.advice:
         allure.attach(result.advice, name="step-1 advice", attachment_type=allure.attachment_type.TEXT)
 

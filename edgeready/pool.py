@@ -2,8 +2,9 @@
 
 It resolves candidates to verified model files (`ResolvedModel`), opens one adapter at a time for the pair
 being measured (and the llama.cpp server a server or offload pair needs), puts the generation store in front
-of it where outputs depend only on the request, and closes all of it. One adapter is open at a time because
-tests are ordered by pair: a model or server loads once per pair and memory stays bounded.
+of it where outputs depend only on the request, and closes all of it. At most two adapters are open at a time
+(a candidate and the baseline it is compared with, answering the same rounds); tests are ordered by pair, so a
+model or server loads once per pair and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ if TYPE_CHECKING:  # imported late: a configuration error must not pay for llama
     from edgeready.server_process import LlamaCppServer
 
 
+MAX_OPEN = 2
+
+
 @dataclass
 class _Open:
     """The adapter of the pair being measured, and the server it started (stopped on release)."""
@@ -39,8 +43,10 @@ class AdapterPool:
     use_cache: bool = True
     _models: dict[str, ResolvedModel] = field(default_factory=dict)
     _summaries: dict[str, GGUFSummary] = field(default_factory=dict)
-    _open: _Open | None = None
+    # Open adapters, least recently used first.
+    _open: dict[tuple[Any, ...], _Open] = field(default_factory=dict)
     _store: GenerationStore | None = None
+    _current: _Open | None = None
 
     # -- models -----------------------------------------------------------------------------------
     def model(self, candidate: Candidate) -> ResolvedModel:
@@ -77,10 +83,14 @@ class AdapterPool:
     def live(self, pair: Pair) -> Adapter:
         prof = pair.target.profile
         key = (pair.candidate.name, pair.role, prof.threads, prof.n_ctx, prof.n_batch)
-        if self._open is None or self._open.key != key:
-            self.release()
-            self._open = self._open_for(pair, key)
-        return self._open.adapter
+        opened = self._open.pop(key, None)
+        if opened is None:
+            while len(self._open) >= MAX_OPEN:
+                self._close(self._open.pop(next(iter(self._open))))
+            opened = self._open_for(pair, key)
+        self._open[key] = opened  # most recently used last
+        self._current = opened
+        return opened.adapter
 
     def cached(self, pair: Pair) -> Adapter:
         """Device role only: a server's or router's outputs depend on more than the request."""
@@ -111,16 +121,23 @@ class AdapterPool:
         return self._store
 
     def server_pid(self) -> int | None:
-        return self._open.server.pid if self._open and self._open.server else None
+        """The server of the adapter opened or used last."""
+        current = self._current
+        return current.server.pid if current is not None and current.server is not None else None
 
     def release(self) -> None:
-        if self._open is not None:
-            try:
-                self._open.adapter.close()
-            finally:
-                if self._open.server is not None:
-                    self._open.server.stop()
-                self._open = None
+        """Close every open adapter and stop their servers."""
+        self._current = None
+        while self._open:
+            self._close(self._open.pop(next(iter(self._open))))
+
+    @staticmethod
+    def _close(opened: _Open) -> None:
+        try:
+            opened.adapter.close()
+        finally:
+            if opened.server is not None:
+                opened.server.stop()
 
     def close(self) -> None:
         self.release()

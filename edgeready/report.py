@@ -116,7 +116,8 @@ def _cell(r: GateResult) -> str:
     seq = m.sequential
     # A sequential gate says how much of its budget it used: the point of stopping early.
     n = f"n={seq.items_used}/{seq.max_items} seq." if seq is not None else f"n={m.n}"
-    return f"{r.status.upper()} {m.value:.3g}{unit}{ci} {n}{est}"
+    paired = f", loss {m.paired.loss:+.3g} vs base" if m.paired is not None else ""
+    return f"{r.status.upper()} {m.value:.3g}{unit}{ci} {n}{est}{paired}"
 
 
 def table_rows(results: list[GateResult]) -> tuple[list[str], list[list[str]]]:
@@ -187,9 +188,44 @@ def summary_markdown(results: list[GateResult], doc: dict[str, Any]) -> str:
         "",
     ]
     lines += comparison_markdown(results)
+    lines += regressions_markdown(results)
     for r in results:
         if r.status != "pass":
             lines += [f"## {r.gate} {r.status} for {r.pair}", "", "```", r.message(), "```", ""]
             if r.items_file:
                 lines += [f"Evidence: `{r.items_file}`", ""]
     return "\n".join(lines)
+
+
+def regressions_markdown(results: list[GateResult]) -> list[str]:
+    """Per paired gate: the loss against the baseline and the items that flipped, side by side."""
+    lines: list[str] = []
+    for r in results:
+        pc = r.measurement.paired if r.measurement is not None else None
+        if pc is None:
+            continue
+        if not lines:
+            lines += ["## Regressions against the baseline", ""]
+        lines += [f"### {r.gate} of {r.pair} vs {pc.baseline}: {pc.decision.upper()}", "",
+                  f"Loss {pc.loss:+.4f} (always-valid interval [{pc.loss_lower:+.4f}, {pc.loss_upper:+.4f}]) on "
+                  f"{pc.n} paired items, margin {pc.margin:g}; {pc.regressions} regressions, {pc.improvements} "
+                  f"improvements. {pc.reason}.", ""]
+        if pc.table is not None:
+            t = pc.table
+            lines += [f"Both right {t['both_right']}, candidate only {t['candidate_only']}, baseline only "
+                      f"{t['baseline_only']}, neither {t['neither']}; McNemar exact p = "
+                      f"{t['mcnemar_exact_p']:.3g}.", ""]
+        flips = pc.flips
+        if flips:
+            lines += ["| item | flip | question | gold | baseline answered | candidate answered |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {f.get('id')} | {f.get('flip')} | {_md(f.get('question'))} | {_md(f.get('gold'))} | "
+                      f"{_md(f.get('baseline_response'))} | {_md(f.get('response'))} |" for f in flips]
+            lines.append("")
+    return lines
+
+
+def _md(value: Any) -> str:
+    """A cell of a markdown table: one line, no pipes, bounded."""
+    text = ", ".join(map(str, value[:3])) if isinstance(value, list) else str(value or "")
+    return text.replace("|", "/").replace("\n", " ").strip()[:80]

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate, ResolvedModel
-from edgeready.errors import ConfigError, EdgereadyError
+from edgeready.errors import ConfigError, EdgereadyError, MeasurementError
 from edgeready.gates import StashKey, gate_named
 from edgeready.measurement import GateResult, Measurement, judge
 from edgeready.pool import AdapterPool
@@ -43,6 +44,8 @@ class Run:
     recorder: Recorder
     data_dir: Path | None = None
     limit: int | None = None
+    # What each target's candidates are compared with (by target key), for targets with a `baseline:` block.
+    baselines: dict[str, Candidate | BaselineRun] = field(default_factory=dict)
     # Pairs whose first-tier gate did not pass: their other gates are skipped.
     failed_first_tier: set[str] = field(default_factory=set)
     _shared: dict[StashKey[Any], Any] = field(default_factory=dict)
@@ -50,16 +53,17 @@ class Run:
     @classmethod
     def create(cls, candidates: list[Candidate], targets: list[Target], *, reports_dir: Path, cache_dir: Path,
                candidates_dir: Path, data_dir: Path | None = None, limit: int | None = None,
-               use_cache: bool = True) -> Run:
+               use_cache: bool = True, baselines: dict[str, Candidate | BaselineRun] | None = None) -> Run:
         pool = AdapterPool(cache_dir, candidates_dir, use_cache)
         keys = [c.endpoint.api_key_env for c in _with_parts(candidates, pool) if c.endpoint and c.endpoint.api_key_env]
-        return cls(candidates, targets, pool, Recorder(reports_dir, Redactor.from_env(keys)), data_dir, limit)
+        return cls(candidates, targets, pool, Recorder(reports_dir, Redactor.from_env(keys)), data_dir, limit,
+                   dict(baselines or {}))
 
     def pairs(self, gate: str) -> list[Pair]:
         """The pairs this gate runs on: roles that fit, a target that configures the gate, and the gate's own
         condition (e.g. conformance only for derived candidates). Grouped by candidate."""
         g = gate_named(gate)
-        pairs = [Pair(c, t) for c in self.candidates for t in self.targets
+        pairs = [Pair(c, t, self.baselines.get(t.key)) for c in self.candidates for t in self.targets
                  if runs_on(c, t.role) and t.role in g.roles and t.gates.get(gate) is not None]
         return sorted((p for p in pairs if g.applies(p)), key=lambda p: (p.candidate.name, p.target.name))
 
@@ -78,6 +82,7 @@ class Run:
         if cfg is None:
             raise ConfigError(f"target {pair.target.key} has no {m.gate} gate to judge against")
         try:
+            _same_margin(pair, m)
             judgement = g.judge(m, cfg, self.device_candidate(pair))
         except EdgereadyError as exc:
             self.recorder.record(GateResult(**labels(pair, m.gate), status="error", measurement=m,
@@ -134,6 +139,16 @@ class Run:
 
     def provenance(self, pair: Pair) -> dict[str, Any]:
         return self.pool.provenance(pair)
+
+
+def _same_margin(pair: Pair, m: Measurement) -> None:
+    """A paired measurement is judged only by the margin it was measured for (its plan: the paired test is
+    built from it), as a sequential one only by its own threshold."""
+    want = pair.target.baseline.margins.get(m.gate) if pair.target.baseline else None
+    got = m.paired.margin if m.paired else None
+    if want != got:
+        raise MeasurementError(f"{m.gate}: measured against a baseline with margin {got}, but target "
+                               f"{pair.target.key} asks for {want}")
 
 
 def _with_parts(candidates: list[Candidate], pool: AdapterPool) -> list[Candidate]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
 if TYPE_CHECKING:
+    from edgeready.baseline import BaselineRun
     from edgeready.candidates import Candidate
 
 Role = Literal["device", "server", "offload"]
@@ -36,6 +37,12 @@ class GateConfig(Strict):
 
     def check_limit(self, n: int) -> None:
         """Raise ValueError when no run of `n` items (--limit) could pass this block."""
+
+    # Whether the gate can judge a candidate against a baseline on the same items (target `baseline:`).
+    supports_baseline: ClassVar[bool] = False
+
+    def check_margin(self, margin: float) -> None:
+        """Raise ValueError when no run of this block could show a loss below `margin` against a baseline."""
 
 
 class Battery(Strict):
@@ -107,7 +114,13 @@ class SequentialOptions(GateConfig):
     scores rounds of `round_size` and stops as soon as an always-valid test decides at the target's error
     rates (edgeready/sequential/, docs/SEQUENTIAL.md), after at most `max_items` (default: sample_size).
     alpha = 1 - confidence bounds the chance of passing a candidate that misses the threshold; beta = 1 - power
-    bounds the chance of failing one that beats it by `delta` (the indifference margin)."""
+    bounds the chance of failing one that beats it by `delta` (the indifference margin).
+
+    `sample_size` and `max_items` are at most `_MAX_ITEMS` (10,000): the largest dataset here has 4,737
+    questions, and a sequential gate's exact power check, run when the target loads, walks every look up to
+    the budget (at a million items it ran for minutes, printing nothing)."""
+
+    _MAX_ITEMS = 10_000
 
     sample_size: int = Field(ge=1, description="Items to score (fixed); --limit overrides")
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
@@ -120,6 +133,12 @@ class SequentialOptions(GateConfig):
 
     @model_validator(mode="after")
     def _sequential_keys(self) -> SequentialOptions:
+        # Checked first (a parent's validator runs before its subclasses'), so no power check sees a huge budget.
+        for key in ("sample_size", "max_items"):
+            value = getattr(self, key)
+            if value is not None and value > self._MAX_ITEMS:
+                raise ValueError(f"{key} {value} is above the limit of {self._MAX_ITEMS:,} items a gate may score "
+                                 f"(the largest dataset here has a few thousand); use at most {self._MAX_ITEMS}")
         given = sorted(_SEQUENTIAL_ONLY & self.model_fields_set)
         if self.mode == "fixed" and given:
             raise ValueError(f"{', '.join(given)}: only used with mode: sequential (this gate is fixed-n)")
@@ -142,6 +161,23 @@ class SequentialOptions(GateConfig):
         return round(1 - (self.power if self.power is not None else self.confidence), 12)
 
 
+class Baseline(Strict):
+    """`baseline:` the model a candidate replaces (the base, or the last release) and, per gate, how much the
+    candidate may lose against it on the same items (a non-inferiority margin in the gate's units: 0.05 =
+    five points of accuracy). `--baseline` gives or overrides `candidate`: a candidate name, a manifest or
+    GGUF path, or the reports folder of an earlier run (read without loading any model)."""
+
+    candidate: str | None = None
+    margins: dict[str, float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _margins(self) -> Baseline:
+        for gate, margin in self.margins.items():
+            if not 0 < margin < 1:
+                raise ValueError(f"margins.{gate}: {margin} must be within (0, 1) (0.05 = five points)")
+        return self
+
+
 class GateBlocks(Strict):
     """The `gates:` block of a target: one optional field per registered gate. The class with those fields is
     built from the registry when a target is loaded (edgeready/targets.py); this base has none."""
@@ -161,11 +197,22 @@ class Target(Strict):
     description: str = ""
     profile: Profile
     gates: GateBlocks
+    baseline: Baseline | None = None
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Target:
         for block in self.gates.configured().values():
             block.check_target(self)
+        for gate in (self.baseline.margins if self.baseline else {}):
+            block = self.gates.get(gate)
+            if block is None or not block.supports_baseline:
+                can = sorted(n for n, b in self.gates.configured().items() if b.supports_baseline)
+                raise ValueError(f"baseline.margins.{gate}: no {gate} gate here compares with a baseline "
+                                 f"(gates that can: {', '.join(can) or 'none'})")
+            try:
+                block.check_margin(self.baseline.margins[gate])  # type: ignore[union-attr]
+            except ValueError as exc:
+                raise ValueError(f"baseline.margins.{gate}: {exc}") from None
         if self.role == "offload" and self.profile.network is None:
             raise ValueError("an offload target needs profile.network (rtt_ms, uplink_mbps, downlink_mbps)")
         expected_role = (info.context or {}).get("role")
@@ -199,10 +246,13 @@ def runs_on(candidate: Candidate, role: Role) -> bool:
 
 @dataclass(frozen=True)
 class Pair:
-    """One candidate judged against one target: the unit every gate runs on."""
+    """One candidate judged against one target: the unit every gate runs on. `baseline`: what the candidate
+    is compared with on the same items, when the target has a `baseline:` block (a candidate, or an earlier
+    run's recorded answers)."""
 
     candidate: Candidate
     target: Target
+    baseline: Candidate | BaselineRun | None = None
 
     @property
     def id(self) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 from pydantic import create_model
 
 from edgeready.config_errors import ConfigError, validate_file, where
-from edgeready.datasets.sources import resolve_data_path
+from edgeready.datasets.sources import dataset_label, resolve_data_path
 from edgeready.gates import gates
 from edgeready.schema import ROLES, GateBlocks, GateConfig, Role, SourceSpec, Target
 
-__all__ = ["ROLES", "Role", "Target", "check_run_options", "load_target", "resolve_target", "target_model"]
+__all__ = ["ROLES", "Role", "Target", "check_run_options", "gate_settings", "load_target", "resolve_target",
+           "target_model"]
 
 
 def target_model() -> type[Target]:
@@ -52,6 +53,18 @@ def check_run_options(target: Target, blocks: dict[str, GateConfig], limit: int 
                 except ConfigError as exc:
                     raise ConfigError(f"{where(src, ('gates', name, key, 'path'))}: gates.{name}.{key}.path: "
                                       f"{exc}") from None
+
+
+def gate_settings(target: Target, gate: str) -> dict[str, object]:
+    """What a baseline run of `gate` must have used to be compared item by item (edgeready/baseline.py)."""
+    block = target.gates.get(gate)
+    if block is None:
+        return {}
+    data = {k: getattr(block, k) for k in ("seed", "max_tokens") if hasattr(block, k)}
+    spec = getattr(block, "dataset", None)
+    if isinstance(spec, SourceSpec):
+        data["dataset"] = dataset_label(spec)
+    return data
 
 
 def load_target(path: Path) -> Target:

@@ -42,13 +42,18 @@ def resolve_data_path(spec_path: str, data_dir: Path | None) -> Path:
     return path
 
 
+def dataset_label(spec: SourceSpec) -> str:
+    """How the report names a question source (`provenance.dataset`)."""
+    return "countries-kb (embedded)" if spec.kind == "countries-kb" else spec.kind
+
+
 def load_questions(spec: DatasetSpec, data_dir: Path | None) -> tuple[list[QAItem], dict[str, Any]]:
     """Every question of the source, with provenance for the report."""
     if spec.kind == "countries-kb":
-        return load_countries_qa(), {"dataset": "countries-kb (embedded)", **kb_provenance()}
+        return load_countries_qa(), {"dataset": dataset_label(spec), **kb_provenance()}
     assert spec.path is not None  # the schema requires it for webqsp
     path = resolve_data_path(spec.path, data_dir)
-    return load_webqsp(path), {"dataset": "webqsp", "path": str(path)}
+    return load_webqsp(path), {"dataset": dataset_label(spec), "path": str(path)}
 
 
 def load_concepts(spec: ConceptSpec, data_dir: Path | None) -> tuple[list[str], dict[str, Any]]:

@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from edgeready.adapters.base import Adapter
-from edgeready.advice import accuracy_advice, budget_advice, fallback_advice, shown_below
+from edgeready.advice import accuracy_advice, budget_advice, fallback_advice, paired_advice, shown_below
+from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.datasets.sampling import stratified_sample
 from edgeready.datasets.sources import DatasetSpec, load_questions
 from edgeready.errors import ConfigError, MeasurementError
 from edgeready.gates.base import Gate, RunResources, StashKey, register
+from edgeready.gates.paired import BaselineAnswers, baseline_answers, identical_outcome, paired_outcome
 from edgeready.measurement import Check, Judgement, Measurement
 from edgeready.prompts import PromptStyle, qa_request
-from edgeready.records import QAItem, Response
-from edgeready.schema import Pair, SequentialOptions
+from edgeready.records import GenerationRequest, QAItem, Response
+from edgeready.schema import Pair, SequentialOptions, Target
 from edgeready.scoring.qa import QAScore, score_response
-from edgeready.sequential.base import SequentialTest, outcome, run_in_rounds
+from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
+from edgeready.sequential.betting import BettingMeanTest
 from edgeready.sequential.mixture import SequentialProportionTest
+from edgeready.sequential.paired import concordant_items_to_pass, losses, paired_test
 from edgeready.sequential.sprt import BernoulliSPRT
 from edgeready.stats import Interval, wilson, wilson_best_low
 
@@ -39,14 +43,32 @@ class AccuracyConfig(SequentialOptions):
     dataset: DatasetSpec
     sample_size: int = Field(ge=1, description="Questions to ask; --limit overrides")
     seed: int = 0
-    min_accuracy: float = Field(gt=0, lt=1)
+    # The absolute check; optional when the target compares accuracy with a baseline (`baseline.margins`).
+    min_accuracy: float | None = Field(default=None, gt=0, lt=1)
     max_tokens: int = Field(default=16, ge=1, le=512)
     # sprt: Wald's test of min_accuracy against min_accuracy + delta (fewest items at those two points);
     # mixture: the beta-binomial confidence sequence (delta may be 0; more items near the minimum).
     test: Literal["sprt", "mixture"] = "sprt"
 
+    supports_baseline: ClassVar[bool] = True
+
+    def check_target(self, target: Target) -> None:
+        paired = target.baseline is not None and "accuracy" in target.baseline.margins
+        if self.min_accuracy is None and not paired:
+            raise ValueError("gates.accuracy: give min_accuracy, a baseline margin (baseline.margins.accuracy), "
+                             "or both")
+
+    def check_margin(self, margin: float) -> None:
+        need = concordant_items_to_pass(margin, self.alpha, self.beta)
+        if need is None or need > self.cap:
+            raise ValueError(f"a loss below {margin:g} cannot be shown in {self.cap} items even if no answer differs "
+                             f"from the baseline's (that takes {need or 'over 100,000'}): raise sample_size (or "
+                             "max_items when sequential), or widen the margin")
+
     @model_validator(mode="after")
     def _reachable(self) -> AccuracyConfig:
+        if self.min_accuracy is None:
+            return self  # judged against its baseline only: the paired test's plan needs no check here
         if self.mode == "fixed":
             self.check_limit(self.sample_size)
             return self
@@ -71,11 +93,13 @@ class AccuracyConfig(SequentialOptions):
             raise ValueError(
                 f"max_items {self.cap} is too small for power {1 - self.beta:g} at {p1:g}: a model at min_accuracy "
                 f"+ delta would not pass in {op.reject_prob:.1%} of runs (the budget runs out first in "
-                f"{op.undecided_prob:.1%}); raise max_items to about {enough or 'many more'}, widen delta, or "
-                "lower power")
+                f"{op.undecided_prob:.1%}); raise max_items to about {enough or 'more than the 10,000-item limit'}, "
+                "widen delta, or lower power")
 
     def check_limit(self, n: int) -> None:
         """Raise ValueError when no run of n items could pass, even with every answer correct."""
+        if self.min_accuracy is None:
+            return
         if self.mode == "fixed":
             best = wilson_best_low(n, self.confidence)
             if best < self.min_accuracy:
@@ -91,6 +115,7 @@ class AccuracyConfig(SequentialOptions):
 
 def accuracy_test(cfg: AccuracyConfig) -> BernoulliSPRT | SequentialProportionTest:
     """The sequential test a block describes (its threshold and margin are the plan's inputs)."""
+    assert cfg.min_accuracy is not None
     if cfg.test == "sprt":
         return BernoulliSPRT(threshold=cfg.min_accuracy, alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
     return SequentialProportionTest(threshold=cfg.min_accuracy, alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
@@ -100,7 +125,7 @@ def fixed_equivalent(cfg: AccuracyConfig) -> dict[str, Any] | None:
     """The smallest fixed-n exact binomial test with the block's error rates (None without a margin)."""
     from edgeready.sequential.sprt import fixed_n_design
 
-    if cfg.delta <= 0:
+    if cfg.delta <= 0 or cfg.min_accuracy is None:
         return None
     d = fixed_n_design(cfg.min_accuracy, cfg.delta, cfg.alpha, cfg.beta)
     return {"n": d.n, "k_min": d.k_min, "alpha": round(d.alpha, 5), "power": round(d.power, 5),
@@ -163,6 +188,19 @@ class AccuracyInputs:
     prompt_style: PromptStyle
     provenance: dict[str, Any]
     answers: list[Response] = field(default_factory=list)  # filled by measure, read by other gates
+    baseline: BaselineAnswers | None = None  # set when the target compares accuracy with a baseline
+
+
+@dataclass
+class _Answered:
+    """One question as asked and scored, with the baseline's answer when there is one."""
+
+    item: QAItem
+    request: GenerationRequest
+    response: Response
+    score: QAScore
+    baseline_text: str | None = None
+    baseline_score: QAScore | None = None
 
 
 @register
@@ -177,38 +215,47 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         items, prov = questions(run, pair)
         answers = run.shared(answers_key(pair), list)
         answers.clear()
+        base = baseline_answers(run, pair, self.name)
+        if base is not None and isinstance(pair.baseline, BaselineRun):
+            pair.baseline.check_settings(self.name, {"dataset": prov.get("dataset"), "seed": cfg.seed,
+                                                     "max_tokens": cfg.max_tokens})
         return AccuracyInputs(run.cached(pair), items, pair.candidate.prompt_style,
-                              {**prov, **run.provenance(pair)}, answers)
+                              {**prov, **run.provenance(pair)}, answers, base)
 
     def measure(self, inputs: AccuracyInputs, cfg: AccuracyConfig) -> Measurement:
         started = time.perf_counter()
-        test = accuracy_test(cfg) if cfg.mode == "sequential" else None
-        used, decision, scores = _answer_in_rounds(inputs, cfg, test)
-        records = _records(inputs, cfg, scores)
+        absolute = accuracy_test(cfg) if cfg.mode == "sequential" and cfg.min_accuracy is not None else None
+        base = inputs.baseline
+        same = base is not None and base.source == "same model"
+        pair_test = paired_test(base.margin, cfg.alpha, cfg.beta) if base is not None and not same else None
+        tests = [t for t in (absolute, pair_test) if t is not None]
+        # Sequential: rounds until every test has decided (or one fails); fixed-n: all items, one look.
+        stream = AllOf(tests) if cfg.mode == "sequential" and tests else None
+        used, answered = _answer_in_rounds(inputs, cfg, stream, absolute is not None)
+        records = _records(inputs, answered)
         n, k = len(records), sum(r["correct"] for r in records)
         interval, seq = wilson(k, n, cfg.confidence), None
-        if test is not None and decision is not None:
+        if absolute is not None:
+            decision = absolute.decision if absolute.decision and absolute.decision.status != "continue" \
+                else absolute.finish("the gate stopped when its paired test failed")
             # The always-valid bounds replace Wilson's: the gate looked at the data after every round.
             interval = Interval(low=decision.lower, high=decision.upper, confidence=cfg.confidence,
                                 method="beta-binomial confidence sequence")
-            seq = outcome(test, decision, used, len(inputs.items), cfg.round_size, fixed_equivalent(cfg))
+            seq = outcome(absolute, decision, used, len(inputs.items), cfg.round_size, fixed_equivalent(cfg))
+        paired = None
+        if base is not None and pair_test is not None:
+            paired = paired_outcome(base, pair_test, _final(pair_test, answered, cfg), cfg.alpha, records,
+                                    cfg.confidence)
+        elif base is not None:
+            paired = identical_outcome(base, cfg.alpha, n)
         return Measurement(
             gate=self.name, metric="accuracy (answer contains a gold answer)", value=k / n, unit="", n=n,
             interval=interval, method="measured",
             meter="contains-gold after normalization; answer part = up to the first newline",
             provenance={**inputs.provenance, "adapter": inputs.adapter.describe(),
                         "prompt_style": inputs.prompt_style, "seed": cfg.seed, "max_tokens": cfg.max_tokens},
-            details={
-                "correct": k,
-                "exact_match": sum(r["exact"] for r in records) / n,
-                "by_complexity": _by_complexity(records, cfg.confidence),
-                "wall_s": round(time.perf_counter() - started, 3),
-                "completion_tokens": sum(r["completion_tokens"] for r in records),
-                "prompt_tokens": sum(r["prompt_tokens"] for r in records),
-                "cache_hits": sum(r["cache"] == "hit" for r in records),
-                "fallbacks": sum(bool(r.get("fallback")) for r in records),
-            },
-            sequential=seq,
+            details=_details(records, cfg, time.perf_counter() - started),
+            sequential=seq, paired=paired,
             notes=capped_note(inputs.provenance, "questions"),
             items=[{k: v for k, v in r.items() if k != "cache"} for r in records],
         )
@@ -222,6 +269,25 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
             check = Check("offload_path", fallbacks, "<=", 0, "requests", "answered by the device after the server "
                           "failed (fallbacks)")
             return Judgement([check], fallback_advice(m.details))
+        absolute = self._absolute(m, cfg, subject) if cfg.min_accuracy is not None else None
+        if m.paired is None:
+            assert absolute is not None  # AccuracyConfig.check_target: one of the two is configured
+            return absolute
+        pc = m.paired
+        if pc.source == "same model":
+            check = Check("non_inferiority", pc.loss_upper, "<=", pc.margin, "",
+                          f"loss against {pc.baseline}, the candidate itself (same sha256): exactly 0")
+        else:
+            check = Check("non_inferiority", pc.log_evalue_pass, ">=", pc.log_boundary_pass, "",
+                          f"log e-value that the accuracy lost against {pc.baseline} is below {pc.margin:g} "
+                          "(boundary log(1/alpha))")
+        checks = ([] if absolute is None else absolute.checks) + [check]
+        advice = paired_advice(pc, "accuracy", subject.quantization) if not check.passed \
+            else (absolute.advice if absolute is not None else None)
+        return Judgement(checks, advice)
+
+    def _absolute(self, m: Measurement, cfg: AccuracyConfig, subject: Candidate) -> Judgement:
+        assert m.interval is not None and cfg.min_accuracy is not None
         seq = m.sequential
         if seq is None:
             check = Check(name="accuracy", observed=m.interval.low, op=">=", threshold=cfg.min_accuracy, unit="",
@@ -243,37 +309,66 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         return Judgement([check], accuracy_advice(m, check, subject.strategy, subject.quantization, below))
 
 
-def _answer_in_rounds(inputs: AccuracyInputs, cfg: AccuracyConfig,
-                      test: SequentialTest | None) -> tuple[int, Any, list[tuple[Response, QAScore]]]:
-    """Ask the questions a round at a time (all at once when fixed-n) and score each answer."""
+def _answer_in_rounds(inputs: AccuracyInputs, cfg: AccuracyConfig, stream: AllOf | None,
+                      with_absolute: bool) -> tuple[int, list[_Answered]]:
+    """Ask the questions a round at a time (all at once when fixed-n), and the baseline the same ones."""
     requests = [qa_request(item, cfg.max_tokens) for item in inputs.items]
-    scored: list[tuple[Response, QAScore]] = []
+    answered: list[_Answered] = []
+    base = inputs.baseline
 
-    def score_round(start: int, stop: int) -> list[float | None]:
-        batch = inputs.adapter.generate(requests[start:stop])
+    def score_round(start: int, stop: int) -> list[tuple[float, ...]]:
+        items, reqs = inputs.items[start:stop], requests[start:stop]
+        batch = inputs.adapter.generate(reqs)
         inputs.answers.extend(batch)
-        new = [score_response(r.text, it.answers) for r, it in zip(batch, inputs.items[start:stop], strict=True)]
-        scored.extend(zip(batch, new, strict=True))
-        return [1.0 if s.correct else 0.0 for s in new]
+        theirs = base.texts(reqs, items, batch) if base is not None else [None] * len(batch)
+        rows = []
+        for item, req, resp, text in zip(items, reqs, batch, theirs, strict=True):
+            a = _Answered(item, req, resp, score_response(resp.text, item.answers), text,
+                          score_response(text, item.answers) if text is not None else None)
+            answered.append(a)
+            rows.append(_row(a, with_absolute))
+        return rows
 
-    used, decision = run_in_rounds(test, score_round, len(inputs.items), cfg.round_size, cfg.cap)
-    return used, decision, scored
+    used, _ = run_in_rounds(stream, score_round, len(inputs.items), cfg.round_size, cfg.cap)
+    return used, answered
 
 
-def _records(inputs: AccuracyInputs, cfg: AccuracyConfig, scored: list[tuple[Response, QAScore]]) -> list[dict]:
-    """The evidence, one record per question asked: prompt, response, the part scored, gold, verdict."""
+def _row(a: _Answered, with_absolute: bool) -> tuple[float, ...]:
+    """One item's scores for the tests of the stream: the absolute test's, then the paired test's."""
+    mine = 1.0 if a.score.correct else 0.0
+    row = (mine,) if with_absolute else ()
+    if a.baseline_score is not None:
+        row += tuple(losses([mine], [1.0 if a.baseline_score.correct else 0.0], higher_is_better=True))
+    return row
+
+
+def _final(test: BettingMeanTest, answered: list[_Answered], cfg: AccuracyConfig) -> Decision:
+    """The paired test's decision: at the end of a fixed-n gate its one look, else where the rounds left it."""
+    if test.decision is None:  # fixed-n: one look at every pair
+        test.observe([_row(a, False)[0] for a in answered])
+    decision = test.decision
+    assert decision is not None
+    if decision.status != "continue":
+        return decision
+    why = "sample_size reached" if cfg.mode == "fixed" else "the gate stopped when its absolute test failed"
+    return test.finish(why)
+
+
+def _records(inputs: AccuracyInputs, answered: list[_Answered]) -> list[dict]:
+    """The evidence, one record per question asked: prompt, response, the part scored, gold, verdict; and the
+    baseline's answer and whether the item flipped, when there is a baseline."""
     records = []
-    for item, (resp, s) in zip(inputs.items, scored, strict=False):
-        req = qa_request(item, cfg.max_tokens)
-        records.append({
-            "id": item.id,
-            "complexity": item.complexity,
-            "hops": item.hops,
-            "question": item.question,
-            "prompt": req.prompt if inputs.prompt_style == "few-shot" else [list(m) for m in req.messages],
+    for a in answered:
+        resp, s = a.response, a.score
+        rec = {
+            "id": a.item.id,
+            "complexity": a.item.complexity,
+            "hops": a.item.hops,
+            "question": a.item.question,
+            "prompt": a.request.prompt if inputs.prompt_style == "few-shot" else [list(m) for m in a.request.messages],
             "response": resp.text,
             "answer_part": s.answer,
-            "gold": list(item.answers),
+            "gold": list(a.item.answers),
             "correct": s.correct,
             "exact": s.exact,
             "score": 1.0 if s.correct else 0.0,
@@ -283,8 +378,28 @@ def _records(inputs: AccuracyInputs, cfg: AccuracyConfig, scored: list[tuple[Res
             "served_by": resp.served_by,
             **({"fallback": True} if resp.meta.get("fallback") else {}),
             "cache": resp.meta.get("cache"),
-        })
+        }
+        if a.baseline_score is not None:
+            rec["baseline_response"] = a.baseline_text
+            rec["baseline_correct"] = a.baseline_score.correct
+            if a.baseline_score.correct != s.correct:
+                rec["flip"] = "regression" if a.baseline_score.correct else "improvement"
+        records.append(rec)
     return records
+
+
+def _details(records: list[dict], cfg: AccuracyConfig, wall_s: float) -> dict[str, Any]:
+    n = len(records)
+    return {
+        "correct": sum(r["correct"] for r in records),
+        "exact_match": sum(r["exact"] for r in records) / n,
+        "by_complexity": _by_complexity(records, cfg.confidence),
+        "wall_s": round(wall_s, 3),
+        "completion_tokens": sum(r["completion_tokens"] for r in records),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+        "cache_hits": sum(r["cache"] == "hit" for r in records),
+        "fallbacks": sum(bool(r.get("fallback")) for r in records),
+    }
 
 
 def _by_complexity(records: list[dict], confidence: float) -> dict[str, Any]:

@@ -139,10 +139,49 @@ class BinaryTest(SequentialTest):
         self.n += len(scores)
 
 
-ScoreRound = Callable[[int, int], Sequence[float | None]]
+class AllOf:
+    """Several sequential tests looking at one stream of items, each item giving one score per test (a tuple).
+
+    The stream stops as soon as one test fails (the gate fails whatever the others say) or all have passed; a
+    test that has decided stops looking while the others go on. Each keeps its own guarantee: the gate
+    passes only if every test passed, so its false-pass rate is at most the smallest of their alphas."""
+
+    def __init__(self, tests: Sequence[SequentialTest]):
+        if not tests:
+            raise ValueError("AllOf needs at least one test")
+        self.tests = list(tests)
+
+    @property
+    def decision(self) -> Decision | None:
+        decisions = [t.decision for t in self.tests]
+        if any(d is None for d in decisions):
+            return None
+        return self._combined([d for d in decisions if d is not None])
+
+    def observe(self, rows: Sequence[Sequence[float]]) -> Decision:
+        for i, test in enumerate(self.tests):
+            if test.decision is None or test.decision.status == "continue":
+                test.observe([row[i] for row in rows])
+        decision = self.decision
+        assert decision is not None
+        return decision
+
+    def finish(self, why: str = "max_items reached") -> Decision:
+        return self._combined([t.finish(why) for t in self.tests])
+
+    @staticmethod
+    def _combined(decisions: list[Decision]) -> Decision:
+        failed = [d for d in decisions if d.status == "fail"]
+        if failed:
+            return failed[0]
+        waiting = [d for d in decisions if d.status == "continue"]
+        return waiting[0] if waiting else decisions[0]
 
 
-def run_in_rounds(test: SequentialTest | None, score_round: ScoreRound, n_items: int, round_size: int,
+ScoreRound = Callable[[int, int], Sequence[Any]]
+
+
+def run_in_rounds(test: SequentialTest | AllOf | None, score_round: ScoreRound, n_items: int, round_size: int,
                   budget: int | None = None) -> tuple[int, Decision | None]:
     """The one loop over rounds, for the gates and for `SequentialTest.run_rounds`.
 

@@ -57,11 +57,21 @@ _EPS = 1e-12
 
 def log_evalue(successes: np.ndarray | int, n: np.ndarray | int, m: float, a: float, b: float) -> np.ndarray:
     """log E_n(m) of the Beta(a, b) mixture (vectorized over successes and n)."""
-    from scipy.special import betaln  # imported here: validating a target must not pay for scipy
-
     k = np.asarray(successes, dtype=np.float64)
     nn = np.asarray(n, dtype=np.float64)
-    return betaln(a + k, b + nn - k) - betaln(a, b) - k * math.log(m) - (nn - k) * math.log1p(-m)
+    return _against(_log_mixture(k, nn, a, b), k, nn, m)
+
+
+def _log_mixture(k: np.ndarray, nn: np.ndarray, a: float, b: float) -> np.ndarray:
+    """log of the mixture likelihood B(a + k, b + n - k) / B(a, b): the costly part of log E_n(m), the same
+    for every m, so `decide` computes it once for its two references."""
+    from scipy.special import betaln  # imported here: validating a target must not pay for scipy
+
+    return betaln(a + k, b + nn - k) - betaln(a, b)
+
+
+def _against(log_mix: np.ndarray, k: np.ndarray, nn: np.ndarray, m: float) -> np.ndarray:
+    return log_mix - k * math.log(m) - (nn - k) * math.log1p(-m)
 
 
 def decide(successes: np.ndarray, n: np.ndarray, threshold: float, alpha: float, beta: float, delta: float,
@@ -75,8 +85,9 @@ def decide(successes: np.ndarray, n: np.ndarray, threshold: float, alpha: float,
     k = np.asarray(successes, dtype=np.float64)
     nn = np.asarray(n, dtype=np.float64)
     upper_ref = threshold + delta
-    passed = (k > nn * threshold) & (log_evalue(k, nn, threshold, a, b) >= boundary(alpha))
-    failed = (k < nn * upper_ref) & (log_evalue(k, nn, upper_ref, a, b) >= boundary(beta))
+    log_mix = _log_mixture(k, nn, a, b)  # the same float operations as log_evalue, done once
+    passed = (k > nn * threshold) & (_against(log_mix, k, nn, threshold) >= boundary(alpha))
+    failed = (k < nn * upper_ref) & (_against(log_mix, k, nn, upper_ref) >= boundary(beta))
     # A pass wins a tie: L_n >= p_min proves the minimum at level alpha even inside the indifference zone.
     return np.where(passed, 1, np.where(failed, -1, 0))
 
@@ -139,7 +150,7 @@ class SequentialProportionTest(BinaryTest):
         thr, alpha, beta, delta = self.threshold, self.alpha, self.beta or self.alpha, self.delta or 0.0
 
         def rule(k: np.ndarray, n: int) -> np.ndarray:
-            return decide(k, np.full_like(k, n), thr, alpha, beta, delta, a, b)
+            return decide(k, n, thr, alpha, beta, delta, a, b)  # n broadcasts: the same float operations
 
         return rule
 

@@ -38,7 +38,7 @@ computed, not guessed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,40 +151,133 @@ class OperatingPoint:
         return self.fail_prob + self.undecided_prob
 
 
+# The walk over the lattice ends once the undecided mass is below this: whatever it does later moves a pass or
+# fail probability by at most this much. It is reported as undecided (the gate's "not shown") at the cap.
+NEGLIGIBLE_MASS = 1e-12
+# Mass dropped per trim from each end of the lattice: counts of correct answers that far from n p have
+# probability below this, and keeping them would make a look cost O(n) instead of O(sqrt(n)). What is dropped
+# is counted as undecided, so pass + fail + undecided stays 1 and no pass probability is ever overstated.
+_TAIL_MASS = 1e-20
+# Looks between trims: a trim costs more than a look, and cells past either end only widen the lattice by
+# round_size a look until the next one (stopped cells hold exact zeros and cost nothing but their width).
+_TRIM_EVERY = 16
+# Steps up to this size take binomial coefficients exactly (math.comb fits a float to n = 1029).
+_EXACT_PMF = 1000
+
+
+@dataclass
+class _Lattice:
+    """The walk's state: P(lo + i correct after n items and still running), i = 0..len(alive) - 1, and what
+    stopped before. Only the cells that hold mass are kept: an SPRT's undecided band has a fixed width in k,
+    so each round costs O(band + round_size), not O(n) (the O(n^2) walk took minutes at 10^6 items)."""
+
+    p: float
+    rule: Callable[[np.ndarray, int], np.ndarray]
+    alive: np.ndarray
+    lo: int = 0
+    n: int = 0
+    passed: float = 0.0
+    failed: float = 0.0
+    items: float = 0.0  # sum over the looks so far of n x P(stopped there)
+    dropped: float = 0.0  # tail mass left out (see _TAIL_MASS)
+    looks: int = 0
+
+    def look(self, pmf: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The lattice len(pmf) - 1 items on, stopped cells zeroed, and P(pass), P(fail) at that look."""
+        alive = np.convolve(self.alive, pmf)
+        codes = self.rule(np.arange(self.lo, self.lo + alive.size), self.n + pmf.size - 1)
+        p_fail, _, p_pass = np.bincount(codes + 1, weights=alive, minlength=3)
+        return alive * (codes == 0), float(p_pass), float(p_fail)
+
+    def advance(self, pmf: np.ndarray) -> None:
+        alive, p_pass, p_fail = self.look(pmf)
+        self.n += pmf.size - 1
+        self.passed, self.failed = self.passed + p_pass, self.failed + p_fail
+        self.items += self.n * (p_pass + p_fail)
+        self.alive, self.looks = alive, self.looks + 1
+        if self.looks % _TRIM_EVERY == 0:
+            self.alive, head, lost = _trim(alive)
+            self.lo += head
+            self.dropped += lost
+
+    def at_cap(self, cap: int, pmf: np.ndarray | None) -> OperatingPoint:
+        """The test with budget `cap`: its last look `len(pmf) - 1` items on (None: the walk ended, nothing
+        undecided is left but the negligible rest)."""
+        rest, p_pass, p_fail = (self.alive, 0.0, 0.0) if pmf is None else self.look(pmf)
+        undecided = float(rest.sum()) + self.dropped
+        return OperatingPoint(p=self.p, pass_prob=self.passed + p_pass, fail_prob=self.failed + p_fail,
+                              undecided_prob=undecided, mean_items=self.items + cap * (p_pass + p_fail + undecided))
+
+
+def _trim(alive: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """Drop the cells at either end holding at most _TAIL_MASS together (the stopped ones hold 0): the kept
+    slice, how many cells were dropped at the low end, and the mass dropped."""
+    total = float(alive.sum())
+    if total <= 2 * _TAIL_MASS:  # (almost) nothing left: the walk ends on NEGLIGIBLE_MASS anyway
+        return alive, 0, 0.0
+    low = np.cumsum(alive)
+    high = np.cumsum(alive[::-1])
+    head = int(np.searchsorted(low, _TAIL_MASS, side="right"))
+    tail = int(np.searchsorted(high, _TAIL_MASS, side="right"))
+    lost = (float(low[head - 1]) if head else 0.0) + (float(high[tail - 1]) if tail else 0.0)
+    return alive[head : alive.size - tail], head, lost
+
+
+def _walk(p: float, rule: Callable[[np.ndarray, int], np.ndarray], round_size: int,
+          caps: list[int]) -> Iterator[tuple[int, OperatingPoint]]:
+    """The operating point at each budget of `caps` (ascending), from one walk over the lattice: the looks are
+    the same for every budget up to its last, which comes early when a budget is not a multiple of round_size."""
+    if round_size < 1 or not caps or caps[0] < 1:
+        raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {caps[:1]}")
+    lat = _Lattice(p, rule, np.ones(1))
+    pmfs: dict[int, np.ndarray] = {}
+
+    def pmf(step: int) -> np.ndarray:
+        return pmfs[step] if step in pmfs else pmfs.setdefault(step, _binomial_pmf(step, p))
+
+    todo = list(caps)
+    while todo:
+        if float(lat.alive.sum()) < NEGLIGIBLE_MASS:  # settled: a larger budget changes nothing that counts
+            yield from ((cap, lat.at_cap(cap, None)) for cap in todo)
+            return
+        while todo and todo[0] <= lat.n + round_size:
+            cap = todo.pop(0)
+            yield cap, lat.at_cap(cap, pmf(cap - lat.n))
+        if todo:
+            lat.advance(pmf(round_size))
+
+
 def operating_characteristics(p: float, rule: Callable[[np.ndarray, int], np.ndarray], round_size: int,
                               max_items: int) -> OperatingPoint:
     """Exact pass/fail probabilities and expected items of `rule(successes, n) -> codes` (+1 pass, -1 fail,
     0 continue), looked at after every `round_size` items up to `max_items`, for i.i.d. Bernoulli(p)
-    scores: the distribution of the number correct is carried round to round, less what stopped."""
+    scores: the distribution of the number correct is carried round to round, less what stopped.
+
+    Exact up to NEGLIGIBLE_MASS (the walk stops when less than that is undecided) and the lattice tails
+    (_TAIL_MASS a trim): both are reported as undecided, never as a pass. The rule is called on the counts
+    that still hold mass only, so it must decide each (k, n) on its own (vectorized, elementwise)."""
     if round_size < 1 or max_items < 1:
         raise ValueError(f"round_size and max_items must be >= 1, got {round_size} and {max_items}")
-    alive = np.ones(1)  # P(k correct so far and still running), k = 0..n
-    n = 0
-    passed = failed = items = 0.0
-    while n < max_items:
-        step = min(round_size, max_items - n)
-        alive = np.convolve(alive, _binomial_pmf(step, p))
-        n += step
-        codes = rule(np.arange(n + 1), n)
-        p_pass, p_fail = float(alive[codes == 1].sum()), float(alive[codes == -1].sum())
-        passed, failed = passed + p_pass, failed + p_fail
-        items += n * (p_pass + p_fail)
-        alive = np.where(codes == 0, alive, 0.0)
-    undecided = float(alive.sum())
-    return OperatingPoint(p=p, pass_prob=passed, fail_prob=failed, undecided_prob=undecided,
-                          mean_items=items + max_items * undecided)
+    return next(_walk(p, rule, round_size, [max_items]))[1]
 
 
 def _binomial_pmf(n: int, p: float) -> np.ndarray:
-    """P(j correct of n), j = 0..n, in closed form (no scipy: target validation uses this)."""
+    """P(j correct of n), j = 0..n, in closed form (no scipy: target validation uses this). Past _EXACT_PMF
+    the coefficients overflow a float, so they are summed as logarithms."""
     j = np.arange(n + 1)
-    comb = np.array([math.comb(n, int(i)) for i in j], dtype=np.float64)
-    return comb * p**j * (1 - p) ** (n - j)
+    if n <= _EXACT_PMF:
+        comb = np.array([math.comb(n, int(i)) for i in j], dtype=np.float64)
+        return comb * p**j * (1 - p) ** (n - j)
+    if not 0 < p < 1:  # a point mass at 0 or n
+        return (j == (n if p >= 1 else 0)).astype(np.float64)
+    steps = np.log(np.arange(n, 0, -1, dtype=np.float64)) - np.log(np.arange(1, n + 1, dtype=np.float64))
+    log_comb = np.concatenate(([0.0], np.cumsum(steps)))
+    return np.exp(log_comb + j * math.log(p) + (n - j) * math.log1p(-p))
 
 
 def sprt_rule(threshold: float, delta: float, alpha: float, beta: float) -> Callable[[np.ndarray, int], np.ndarray]:
     def rule(k: np.ndarray, n: int) -> np.ndarray:
-        return sprt_decide(k, np.full_like(k, n), threshold, delta, alpha, beta)
+        return sprt_decide(k, n, threshold, delta, alpha, beta)  # n broadcasts: the same float operations
 
     return rule
 
@@ -220,13 +313,19 @@ def fixed_n_design(threshold: float, delta: float, alpha: float, beta: float, n_
     raise ValueError(f"no fixed n <= {n_max} reaches power {1 - beta:g} at {threshold + delta:g}")
 
 
+# Budgets searched by `budget_for_power` by default: the most items a target may ask for (edgeready.schema,
+# SequentialOptions._MAX_ITEMS), since suggesting more would be refused, and each budget tried costs a walk.
+MAX_BUDGET = 10_000
+
+
 def budget_for_power(rule: Callable[[np.ndarray, int], np.ndarray], p1: float, beta: float, round_size: int,
-                     start: int, limit: int = 200_000) -> int | None:
+                     start: int, limit: int = MAX_BUDGET) -> int | None:
     """A budget (doubling from `start`) at which a candidate at p1 fails to pass with probability <= beta, the
     budget's own "not shown" stops included; None when none up to `limit` does."""
+    caps = []
     cap = max(start, round_size)
     while cap <= limit:
-        if operating_characteristics(p1, rule, round_size, cap).reject_prob <= beta:
-            return cap
+        caps.append(cap)
         cap *= 2
-    return None
+    # One walk serves every budget (their looks coincide up to the last), stopping at the first that suffices.
+    return next((c for c, op in _walk(p1, rule, round_size, caps) if op.reject_prob <= beta), None) if caps else None
