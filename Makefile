@@ -79,7 +79,9 @@ candidates: $(STAMP)
 	$(PY) -m edgeready.ladder --base gemma3-270m-q4km $(ARGS)
 	$(PY) -m edgeready.ladder --base gemma3-270m-q4km --embedding-type q4_0 $(ARGS)
 
+# BASELINE=gemma3-270m-q4km: every rung must also lose less than MARGIN (0.05) accuracy against the base.
 search: $(STAMP)
-	$(PY) -m edgeready.search --target $(or $(TARGET),xiaomi-10-ultra) $(ARGS)
+	$(PY) -m edgeready.search --target $(or $(TARGET),xiaomi-10-ultra) \
+		$(if $(BASELINE),--baseline $(BASELINE) --margin $(or $(MARGIN),0.05)) $(ARGS)
 
 include bench.mk

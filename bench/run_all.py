@@ -1,6 +1,6 @@
-"""Run the four benchmarks, one after another, and print one table of their ratios.
+"""Run the five benchmarks, one after another, and print one table of their ratios.
 
-    .venv/bin/python bench/run_all.py [--only overhead,lm_eval,sequential,cache] [--out DIR]
+    .venv/bin/python bench/run_all.py [--only overhead,lm_eval,sequential,cache,paired] [--out DIR]
 
 Each benchmark runs in its own process (so one's memory and threads never weigh on the next) and
 reports a `BENCH_RESULT {json}` line; they run one at a time because the host's cores are shared and two
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "lm_eval": ("bench_lm_eval.py", []),
     "sequential": ("bench_sequential.py", []),
     "cache": ("bench_cache.py", []),
+    "paired": ("bench_paired.py", []),
 }
 
 
@@ -115,8 +116,15 @@ def _cache_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _paired_rows(r: dict[str, Any]) -> list[Row]:
+    return [(f"paired: items to tell a {x['drop'] * 100:.0f}-point drop, paired sequential / unpaired "
+             f"({x['dataset']}, {x['rung']}, discordance {x['discordance']:.3f})",
+             f"{x['ratio_sequential_vs_unpaired']:.3f}", f"<= {r['goal']}",
+             _yn(x["ratio_sequential_vs_unpaired"] <= r["goal"])) for x in r["rows"]]
+
+
 _ROWS = {"overhead": _overhead_rows, "lm_eval": _lm_eval_rows, "sequential": _sequential_rows,
-         "cache": _cache_rows}
+         "cache": _cache_rows, "paired": _paired_rows}
 
 
 def rows_for(r: dict[str, Any]) -> list[Row]:

@@ -55,6 +55,11 @@ def memory_advice(checks: list[Check], quantization: str | None, kv_cache_mb: fl
     steps = []
     for c in failed:
         over = -c.margin
+        if c.name.endswith("_vs_baseline"):
+            what = "weights" if c.name.startswith("weights") else "peak resident memory"
+            steps.append(f"{what} {c.observed:.3f}x the baseline's, above the {c.threshold:.3f}x allowed: a "
+                         "compression step made it bigger (an unquantized tensor type, a larger context or batch)")
+            continue
         if c.name == "weights":
             bits = _BITS.get((quantization or "").upper())
             lower = "Q3_K_M or Q2_K" if bits is None or bits >= 4 else "Q2_K"
@@ -99,6 +104,9 @@ def hallucination_advice(m: Measurement, max_rate: float, quantization: str | No
 
 
 def energy_advice(check: Check) -> str:
+    if check.name == "energy_vs_baseline":
+        return (f"energy per query up to {check.observed:.3f}x the baseline's, above the {check.threshold:.3f}x "
+                "allowed: fewer bits or pruned blocks cut memory traffic per token; longer answers cost more too")
     return (f"energy per query over by {-check.margin:.3g} mWh: fewer bits (less memory traffic per token), "
             "pruned blocks, or shorter answers (max_tokens); on a phone, pin threads to the big cores")
 

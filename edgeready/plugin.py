@@ -14,7 +14,9 @@ import inspect
 import json
 import os
 import shutil
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from edgeready.baseline import BaselineRun, resolve_baseline
 from edgeready.candidates import Candidate, resolve_candidate
 from edgeready.config_errors import where
 from edgeready.errors import ConfigError
-from edgeready.gates import Gate, gate_names, gates
+from edgeready.gates import Gate, gate_named, gate_names, gates
 from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports, write_status
 from edgeready.run import Run
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # deployment for offload targets (each runs only on the roles it fits, see run.runs_on).
 DEFAULT_CANDIDATES = ("gemma3-270m-q4km", "offload-default")
 RUN_KEY = pytest.StashKey[Run]()
+IN_PROGRESS = pytest.StashKey["tuple[Pair, str] | None"]()
 ROLE_HELP = {"device": "gates of a device target (a phone, an embedded board)",
              "server": "gates of an edge-server target",
              "offload": "gates of an offload deployment (device + server + routing policy)"}
@@ -253,11 +256,15 @@ def run(request: pytest.FixtureRequest) -> Run:
 
 
 @pytest.fixture
-def measurement(run: Run, pair: Pair, gate: Gate) -> Measurement:  # type: ignore[type-arg]
+def measurement(request: pytest.FixtureRequest, run: Run, pair: Pair,
+                gate: Gate) -> Iterator[Measurement]:  # type: ignore[type-arg]
     _allure_labels(pair, gate)
     if not gate.first_tier and pair.id in run.failed_first_tier:
         pytest.skip(f"{pair.id} did not pass its first-tier gate: not sent to {gate.name}")
-    return run.measure(pair, gate.name)
+    # Remembered while the gate runs: a run interrupted now reports this gate as broken, not as missing.
+    request.config.stash[IN_PROGRESS] = (pair, gate.name)
+    yield run.measure(pair, gate.name)
+    request.config.stash[IN_PROGRESS] = None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -271,7 +278,6 @@ def _allure_labels(pair: Pair, gate: Gate) -> None:  # type: ignore[type-arg]
         import allure
     except ImportError:  # allure-pytest is a dependency, but the gates must not need it
         return
-    allure.dynamic.title(f"{gate.description}: {pair.id}")
     allure.dynamic.description(inspect.getdoc(inspect.getmodule(type(gate))) or gate.description)
     allure.dynamic.epic(f"{pair.role}/{pair.target.name}")  # every role has a `default`
     allure.dynamic.feature(gate.name)
@@ -284,6 +290,8 @@ def attach_result(result: GateResult) -> None:
         import allure
     except ImportError:
         return
+    # Set here, in the test's call: allure-pytest ignores a title given while a fixture sets up.
+    allure.dynamic.title(f"{gate_named(result.gate).description}: {result.pair}")
     allure.attach(json.dumps(result.to_json(), indent=2, default=str), name="measurement",
                   attachment_type=allure.attachment_type.JSON)
     m = result.measurement
@@ -332,6 +340,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     overall, note = None, None
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         overall, note = "interrupted", "the run was interrupted: gates that did not finish have no result"
+        _allure_broken(session.config, session.config.stash.get(IN_PROGRESS, None))
     elif not run.results:
         overall, note = "error", f"no gate ran (pytest exit status {int(exitstatus)}): check -m, --candidate, --target"
     write_reports(run.results, run.recorder.reports_dir, {
@@ -341,6 +350,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "data_dir": str(run.data_dir) if run.data_dir else None,
         "exitstatus": int(exitstatus),
     }, overall=overall, note=note)
+
+
+def _allure_broken(config: pytest.Config, cell: tuple[Pair, str] | None) -> None:
+    """The gate an interrupt stopped, as a broken test of the sign-off report (allure-pytest writes nothing
+    for a test whose setup was interrupted, so the report would silently miss it)."""
+    folder = getattr(config.option, "allure_report_dir", None)
+    if cell is None or not folder:
+        return
+    pair, gate = cell
+    now = int(time.time() * 1000)
+    name = f"{gate_named(gate).description}: {pair.id}"
+    doc = {"uuid": str(uuid.uuid4()), "historyId": f"{gate}:{pair.id}", "name": name, "fullName": name,
+           "status": "broken", "stage": "finished", "start": now, "stop": now,
+           "statusDetails": {"message": f"interrupted while the {gate} gate was measuring {pair.id}: no verdict"},
+           "labels": [{"name": "epic", "value": f"{pair.role}/{pair.target.name}"}, {"name": "feature", "value": gate},
+                      {"name": "story", "value": pair.candidate.name}]}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{doc['uuid']}-result.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

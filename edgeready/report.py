@@ -205,13 +205,17 @@ def regressions_markdown(results: list[GateResult]) -> list[str]:
         if pc is None:
             continue
         if not lines:
-            lines += ["## Regressions against the baseline", ""]
-        lines += [f"### {r.gate} of {r.pair} vs {pc.baseline}: {pc.decision.upper()}", "",
-                  f"Loss {pc.loss:+.4f} (always-valid interval [{pc.loss_lower:+.4f}, {pc.loss_upper:+.4f}]) on "
-                  f"{pc.n} paired items, margin {pc.margin:g}; {pc.regressions} regressions, {pc.improvements} "
-                  f"improvements. {pc.reason}.", ""]
-        if pc.table is not None:
-            t = pc.table
+            lines += ["## Against the baseline: regressions and ratios", ""]
+        lines.append(f"### {r.gate} of {r.pair} vs {pc.baseline}: {pc.decision.upper()}")
+        if pc.stopped_by == "measured":  # a resource: a measured ratio, not a test over items
+            lines += ["", f"Ratio to the baseline {1 + pc.loss:.3f} (up to {1 + pc.loss_upper:.3f}), at most "
+                          f"{1 + pc.margin:.3f} allowed: {pc.reason}.", ""]
+        else:
+            lines += ["", f"Loss {pc.loss:+.4f} (always-valid interval [{pc.loss_lower:+.4f}, {pc.loss_upper:+.4f}])"
+                          f" on {pc.n} paired items, margin {pc.margin:g}; {pc.regressions} regressions, "
+                          f"{pc.improvements} improvements. {pc.reason}.", ""]
+        t = pc.table or {}
+        if t.get("both_right") is not None:
             lines += [f"Both right {t['both_right']}, candidate only {t['candidate_only']}, baseline only "
                       f"{t['baseline_only']}, neither {t['neither']}; McNemar exact p = "
                       f"{t['mcnemar_exact_p']:.3g}.", ""]

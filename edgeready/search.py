@@ -1,12 +1,14 @@
 """Closing the loop to step 1: the most compact candidate that passes every gate of a target.
 
     python -m edgeready.search --target xiaomi-10-ultra [--candidates candidates/generated] [--limit N]
+                               [--baseline gemma3-270m-q4km [--margin 0.05]]
 
 Candidates are tried from the most compact up (file size in bytes ascending; ties by strategy,
 quantization before pruning; see ladder.search_order). Each is judged by a fresh `pytest -m <role>`
 run on that target, conformance first, so a candidate far from its base is rejected without the
 expensive gates. The search stops at the first candidate that passes and reports, for each smaller
-one, the gates it failed and their step-1 advice.
+one, the gates it failed and their step-1 advice. With --baseline, each rung must also be non-inferior to the
+base on the same questions (the paired accuracy gate, README "Against a baseline").
 """
 
 from __future__ import annotations
@@ -72,9 +74,29 @@ def markdown(rows: list[dict[str, Any]], target: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_target(target_ref: str, baseline: str, margin: float, out: Path) -> str:
+    """The target with a `baseline:` block added (or replaced): every rung must also be non-inferior to
+    `baseline` on the same questions, losing less than `margin` accuracy (the paired gate)."""
+    import yaml
+
+    target = resolve_target(target_ref, ROOT / "thresholds")
+    assert target.source is not None
+    data = yaml.safe_load(target.source.read_text(encoding="utf-8"))
+    data["baseline"] = {"candidate": baseline, "margins": {"accuracy": margin}}
+    data["name"] = f"{data['name']}-vs-{baseline}"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    resolve_target(str(path), ROOT / "thresholds")  # validated now: a margin this target cannot show stops here
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", required=True)
+    ap.add_argument("--baseline", default=None, metavar="NAME",
+                    help="also require non-inferiority to this candidate (the base) on the same questions")
+    ap.add_argument("--margin", type=float, default=0.05, help="accuracy a rung may lose against --baseline")
     ap.add_argument("--candidates", type=Path, default=ROOT / "candidates" / "generated")
     ap.add_argument("--reports", type=Path, default=ROOT / "reports" / "search")
     ap.add_argument("--limit", type=int, default=None)
@@ -84,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no candidate manifests in {args.candidates}: run `make candidates` first", file=sys.stderr)
         return 2
     extra = [f"--limit={args.limit}"] if args.limit else []
-    rows = search(args.target, manifests, args.reports, extra)
+    target = args.target
+    if args.baseline:
+        target = paired_target(args.target, args.baseline, args.margin, args.reports)
+    rows = search(target, manifests, args.reports, extra)
     args.reports.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, args.target)
+    text = markdown(rows, target)
     (args.reports / "search.md").write_text(text)
     (args.reports / "search.json").write_text(json.dumps(rows, indent=2))
     print(text)

@@ -44,7 +44,7 @@ def test_the_q2k_rung_fails_non_inferiority_with_its_regressions_listed(rungs, t
     assert flip["flip"] == "regression" and flip["baseline_response"] != flip["response"]
     assert "regressions" in acc["advice"] and "gemma3-270m-q4km" in acc["advice"]
     summary = (tmp_path / "summary.md").read_text()
-    assert "## Regressions against the baseline" in summary and flip["question"][:40] in summary
+    assert "## Against the baseline: regressions and ratios" in summary and flip["question"][:40] in summary
     items = [json.loads(x) for x in Path(acc["items_file"]).read_text().splitlines()]
     assert sum(r.get("flip") == "regression" for r in items) == pc["regressions"]
 
@@ -104,3 +104,40 @@ def test_bad_baselines_are_configuration_errors(tmp_path):
         "accuracy": {"measurement": {"provenance": {"dataset": "countries-kb (embedded)", "seed": 7,
                                                     "max_tokens": 16}}}}}]}))
     assert "seed: baseline 7, this run 0" in refused("--target", str(PAIRED), "--baseline", str(other))
+
+
+def test_the_hallucination_gate_pairs_passages_concept_by_concept(rungs, tmp_path):
+    target = ROOT / "tests/fixtures/targets/e2e-hallucination-paired.yaml"
+    proc = run_gate("-m", "device and hallucination", f"--target={target}", f"--candidate={rungs['q2k']}",
+                    f"--reports={tmp_path}")
+    g = json.loads((tmp_path / "verdict.json").read_text())["verdicts"][0]["gates"]["hallucination"]
+    pc = g["measurement"]["paired"]
+    assert g["status"] in ("pass", "fail") and pc["source"] == "model", proc.stdout[-2000:]
+    assert pc["n"] == g["n"] and pc["regressions"] + pc["improvements"] <= pc["n"] and pc["margin"] == 0.4
+    items = [json.loads(x) for x in Path(g["items_file"]).read_text().splitlines()]
+    scored = [r for r in items if r["sentences"]]
+    # The loss is the mean of candidate minus baseline passage scores, over the same concepts.
+    assert pc["loss"] == pytest.approx(sum(r["score"] - r["baseline_score"] for r in scored) / len(scored))
+    assert {c["name"] for c in g["checks"]} == {"hallucination_rate", "non_inferiority"}
+    # Against itself: exactly 0, with no second generation.
+    proc = run_gate("-m", "device and hallucination", f"--target={target}", f"--reports={tmp_path / 'self'}")
+    same = json.loads((tmp_path / "self" / "verdict.json").read_text())["verdicts"][0]["gates"]["hallucination"]
+    assert same["measurement"]["paired"]["source"] == "same model" and same["measurement"]["paired"]["loss"] == 0
+
+
+def test_memory_and_energy_are_judged_as_ratios_to_the_baseline(rungs, tmp_path):
+    target = ROOT / "tests/fixtures/targets/e2e-paired-resources.yaml"
+    proc = run_gate("-m", "device", f"--target={target}", f"--candidate={rungs['q80']}", f"--reports={tmp_path}")
+    gates = json.loads((tmp_path / "verdict.json").read_text())["verdicts"][0]["gates"]
+    mem, energy = gates["memory"], gates["energy"]
+    pm, pe = mem["measurement"]["paired"], energy["measurement"]["paired"]
+    assert mem["status"] == "pass" and pm["source"] == "model", proc.stdout[-2000:]
+    # Q8_0 keeps more bits than its Q4_K_M base: its weights are larger, by the tensor tables' ratio.
+    ratio = {c["name"]: c["observed"] for c in mem["checks"]}["weights_vs_baseline"]
+    assert ratio == pytest.approx(mem["measurement"]["details"]["weights_mb"] / pm["table"]["baseline_weights_mb"])
+    assert 1.05 < ratio < 1.3
+    # Energy: batches of the two models interleaved in one meter window, an interval on their ratio.
+    assert pe["source"] == "model" and pe["reason"].startswith("6 interleaved batch pairs")
+    low, high = pe["table"]["ratio_interval"]
+    assert 0 < low <= pe["table"]["ratio"] <= high
+    assert {c["name"] for c in energy["checks"]} == {"energy_per_query", "energy_vs_baseline"}

@@ -15,14 +15,20 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from edgeready.adapters.base import Adapter
-from edgeready.advice import accuracy_advice, budget_advice, fallback_advice, paired_advice, shown_below
+from edgeready.advice import accuracy_advice, budget_advice, fallback_advice, shown_below
 from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.datasets.sampling import stratified_sample
 from edgeready.datasets.sources import DatasetSpec, load_questions
 from edgeready.errors import ConfigError, MeasurementError
 from edgeready.gates.base import Gate, RunResources, StashKey, register
-from edgeready.gates.paired import BaselineAnswers, baseline_answers, identical_outcome, paired_outcome
+from edgeready.gates.paired import (
+    BaselineAnswers,
+    baseline_answers,
+    identical_outcome,
+    paired_outcome,
+    with_paired_check,
+)
 from edgeready.measurement import Check, Judgement, Measurement
 from edgeready.prompts import PromptStyle, qa_request
 from edgeready.records import GenerationRequest, QAItem, Response
@@ -270,21 +276,8 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
                           "failed (fallbacks)")
             return Judgement([check], fallback_advice(m.details))
         absolute = self._absolute(m, cfg, subject) if cfg.min_accuracy is not None else None
-        if m.paired is None:
-            assert absolute is not None  # AccuracyConfig.check_target: one of the two is configured
-            return absolute
-        pc = m.paired
-        if pc.source == "same model":
-            check = Check("non_inferiority", pc.loss_upper, "<=", pc.margin, "",
-                          f"loss against {pc.baseline}, the candidate itself (same sha256): exactly 0")
-        else:
-            check = Check("non_inferiority", pc.log_evalue_pass, ">=", pc.log_boundary_pass, "",
-                          f"log e-value that the accuracy lost against {pc.baseline} is below {pc.margin:g} "
-                          "(boundary log(1/alpha))")
-        checks = ([] if absolute is None else absolute.checks) + [check]
-        advice = paired_advice(pc, "accuracy", subject.quantization) if not check.passed \
-            else (absolute.advice if absolute is not None else None)
-        return Judgement(checks, advice)
+        # AccuracyConfig.check_target: the absolute check, the paired one, or both are configured.
+        return with_paired_check(absolute, m, "accuracy", subject.quantization)
 
     def _absolute(self, m: Measurement, cfg: AccuracyConfig, subject: Candidate) -> Judgement:
         assert m.interval is not None and cfg.min_accuracy is not None

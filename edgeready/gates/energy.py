@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from edgeready.adapters.base import Adapter
 from edgeready.advice import energy_advice
+from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.gates.accuracy import prompts_for
 from edgeready.gates.base import Gate, RunResources, register
-from edgeready.measurement import Check, Judgement, Measurement, MeasurementError
+from edgeready.measurement import Check, Judgement, Measurement, MeasurementError, PairedOutcome
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem
 from edgeready.schema import GateConfig, Pair, Profile, Target
@@ -46,9 +47,16 @@ class EnergyConfig(GateConfig):
     max_batches: int = Field(default=8, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
+    # Judged as a ratio to the baseline's, from interleaved batches (target `baseline.margins.energy`).
+    supports_baseline: ClassVar[bool] = True
+
     def check_target(self, target: Target) -> None:
         if self.require == "any" and self.meter in ("auto", "estimate") and target.profile.power is None:
             raise ValueError("gates.energy may fall back to an estimate but profile.power is missing")
+
+
+# Interleaved batch pairs for a ratio to the baseline: a Student-t interval from fewer is too wide to decide.
+PAIRS = 6
 
 
 @dataclass
@@ -58,6 +66,11 @@ class EnergyInputs:
     items: list[QAItem]
     provenance: dict[str, Any]
     pid: int
+    # The baseline (target `baseline.margins.energy`): its adapter, answering batches interleaved with the
+    # candidate's; or its recorded energy per query; or "same" for the candidate itself.
+    baseline: Adapter | float | str | None = None
+    baseline_name: str = ""
+    margin: float | None = None
 
 
 @register
@@ -73,17 +86,91 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
         pid = run.server_pid() if pair.role == "server" else os.getpid()
         if pid is None:
             raise MeasurementError("energy of an external endpoint cannot be metered from here")
-        return EnergyInputs(adapter, pair.target.profile, prompts_for(run, pair, cfg.queries_per_batch),
-                            run.provenance(pair), pid)
+        inputs = EnergyInputs(adapter, pair.target.profile, prompts_for(run, pair, cfg.queries_per_batch),
+                              run.provenance(pair), pid)
+        spec, base = pair.target.baseline, pair.baseline
+        margin = spec.margins.get("energy") if spec is not None else None
+        if margin is not None and base is not None:
+            inputs.margin, inputs.baseline_name = margin, base.name
+            if isinstance(base, BaselineRun):
+                inputs.baseline = float(base.gate("energy")["value"])
+            elif base.format == "gguf" and run.model(base).sha256 == run.model(pair.candidate).sha256:
+                inputs.baseline = "same"
+            else:
+                inputs.baseline = run.live(Pair(base, pair.target))
+                run.live(pair)  # the candidate's server, if any, stays the one metered
+        return inputs
 
     def measure(self, inputs: EnergyInputs, cfg: EnergyConfig) -> Measurement:
-        return measure_energy(inputs.adapter, cfg, inputs.profile, inputs.items, inputs.provenance, inputs.pid)
+        m = measure_energy(inputs.adapter, cfg, inputs.profile, inputs.items, inputs.provenance, inputs.pid)
+        if inputs.margin is not None:
+            m.paired = _versus_baseline(inputs, cfg, m)
+        return m
 
     def judge(self, m: Measurement, cfg: EnergyConfig, subject: Candidate) -> Judgement:
         observed = m.interval.high if m.interval else m.value
         compared = f"upper bound ({m.interval.confidence:.0%} {m.interval.method})" if m.interval else "value"
         check = Check("energy_per_query", observed, "<=", cfg.max_mwh_per_query, "mWh", f"{compared}, {m.method}")
-        return Judgement([check], energy_advice(check))
+        checks = [check]
+        pc = m.paired
+        if pc is not None:
+            checks.append(Check("energy_vs_baseline", 1 + pc.loss_upper, "<=", 1 + pc.margin, "x",
+                                f"energy per query / {pc.baseline}'s, upper bound"))
+        failed = next((c for c in checks if not c.passed), check)
+        return Judgement(checks, energy_advice(failed))
+
+
+def _versus_baseline(inputs: EnergyInputs, cfg: EnergyConfig, m: Measurement) -> PairedOutcome:
+    """The candidate's energy per query as a ratio to the baseline's: from batches of the two interleaved in one
+    meter window (A B A B ..., so the host's drift cancels), with a Student-t interval of the log ratio; or
+    against the baseline run's recorded value (one ratio, no interval: the hosts and times differ)."""
+    base, margin = inputs.baseline, inputs.margin or 0.0
+    if base == "same":
+        lo = hi = ratio = 1.0
+        source, reason = "same model", "the baseline is the candidate itself (same sha256): ratio exactly 1"
+    elif isinstance(base, float):
+        lo = hi = ratio = m.value / base
+        source, reason = "reports", f"{m.value:.4g} mWh vs the recorded {base:.4g} mWh (not interleaved)"
+    else:
+        assert base is not None and not isinstance(base, str)
+        ratios = _interleaved_ratios(inputs.adapter, base, inputs, cfg, m)
+        logs = [math.log(r) for r in ratios]
+        iv = _t_interval(logs, cfg.confidence, floor=None)
+        ratio = math.exp(sum(logs) / len(logs))
+        assert iv is not None  # at least PAIRS pairs
+        lo, hi = math.exp(iv.low), math.exp(iv.high)
+        shown = ", ".join(f"{r:.3f}" for r in ratios)
+        source, reason = "model", f"{len(ratios)} interleaved batch pairs: ratios {shown}"
+    return PairedOutcome(
+        baseline=inputs.baseline_name, source=source, margin=margin,  # type: ignore[arg-type]
+        alpha=round(1 - cfg.confidence, 12), n=1,
+        loss=ratio - 1, loss_lower=lo - 1, loss_upper=hi - 1, decision="pass" if hi - 1 <= margin else "fail",
+        stopped_by="measured", log_evalue_pass=0.0, log_boundary_pass=0.0, reason=reason,
+        table={"ratio": ratio, "ratio_interval": [lo, hi], "meter": m.meter, "method": m.method})
+
+
+def _interleaved_ratios(cand: Adapter, base: Adapter, inputs: EnergyInputs, cfg: EnergyConfig,
+                        m: Measurement) -> list[float]:
+    """min_batches pairs (at least PAIRS) of the same queries, candidate then baseline, net of the idle power the
+    candidate's measurement found; each pair gives one ratio of energy per query."""
+    requests = [qa_request(it, 16) for it in inputs.items[: cfg.queries_per_batch]]
+    idle_w = float(m.details.get("baseline_w") or 0.0)
+    meter = _meter(cfg, inputs.profile, inputs.pid)
+    ratios = []
+    meter.start()
+    try:
+        last = meter.read()
+        for _ in range(max(PAIRS, cfg.min_batches)):
+            used = []
+            for model in (cand, base):
+                model.generate(requests)
+                now = meter.read()
+                used.append(max(1e-12, (now.joules - last.joules) - idle_w * (now.seconds - last.seconds)))
+                last = now
+            ratios.append(used[0] / used[1])
+    finally:
+        meter.stop()
+    return ratios
 
 
 def measure_energy(
@@ -170,7 +257,7 @@ def _per_batch_mwh(marks: list[tuple[float, float, int]], baseline_w: float) -> 
     return out
 
 
-def _t_interval(values: list[float], confidence: float) -> Interval | None:
+def _t_interval(values: list[float], confidence: float, floor: float | None = 0.0) -> Interval | None:
     if len(values) < 2:
         return None
     n = len(values)
@@ -179,4 +266,5 @@ def _t_interval(values: list[float], confidence: float) -> Interval | None:
     from scipy import stats as sps
 
     half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return Interval(low=max(0.0, mean - half), high=mean + half, confidence=confidence, method="student-t")
+    low = mean - half if floor is None else max(floor, mean - half)
+    return Interval(low=low, high=mean + half, confidence=confidence, method="student-t")

@@ -16,7 +16,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -29,13 +29,21 @@ from edgeready.datasets.sources import ConceptSpec, load_concepts
 from edgeready.errors import MeasurementError
 from edgeready.gates.accuracy import capped_note
 from edgeready.gates.base import Gate, RunResources, register
-from edgeready.measurement import Check, Judgement, Measurement, SequentialOutcome
+from edgeready.gates.paired import (
+    BaselineAnswers,
+    baseline_answers,
+    identical_outcome,
+    scored_outcome,
+    with_paired_check,
+)
+from edgeready.measurement import Check, Judgement, Measurement, PairedOutcome, SequentialOutcome
 from edgeready.records import GenerationRequest
 from edgeready.schema import Pair, SequentialOptions
 from edgeready.selfcheck import SentenceScorer, make_scorer
 from edgeready.selfcheck.cached import CachedScorer, scorer_identity
-from edgeready.sequential.base import Decision, outcome, run_in_rounds
+from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
+from edgeready.sequential.paired import concordant_items_to_pass, losses, paired_test
 from edgeready.stats import Interval
 
 PROMPT = "This is a passage from Wikipedia about {concept}:"
@@ -71,6 +79,15 @@ class HallucinationConfig(SequentialOptions):
             raise ValueError("max_rate 1 cannot be exceeded: use mode: fixed or a lower maximum")
         self.check_limit(self.cap)
         return self
+
+    supports_baseline: ClassVar[bool] = True
+
+    def check_margin(self, margin: float) -> None:
+        need = concordant_items_to_pass(margin, self.alpha, self.beta)
+        if need is None or need > self.cap:
+            raise ValueError(f"a rate increase below {margin:g} cannot be shown with {self.cap} concepts even if "
+                             f"every passage scores as the baseline's (that takes {need or 'over 100,000'}): raise "
+                             "sample_size (or max_items when sequential), or widen the margin")
 
     def check_limit(self, n: int) -> None:
         """Raise ValueError when no sequential run of n concepts could pass, even with every score 0."""
@@ -132,6 +149,7 @@ class HallucinationInputs:
     provenance: dict[str, Any]
     threads: int
     store: GenerationStore | None  # sentence scores are stored too, so a re-run loads no scorer model
+    baseline: BaselineAnswers | None = None  # set when the target compares the rate with a baseline
 
 
 @dataclass
@@ -155,19 +173,26 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
         concepts, prov = load_concepts(cfg.concepts, run.data_dir)
         n = run.limit or cfg.cap
         chosen = choose_concepts(concepts, n, cfg.seed)
+        base = baseline_answers(run, pair, self.name)
         # Sentence scores depend only on the texts (they are in the key), so they are stored for every role.
         return HallucinationInputs(run.cached(pair), chosen, {
             **prov, "population": len(concepts), **({"requested": n, "sampled": len(chosen)} if n > len(chosen)
                                                     else {}), **run.provenance(pair)},
-            pair.target.profile.threads, run.store())
+            pair.target.profile.threads, run.store(), base)
 
     def measure(self, inputs: HallucinationInputs, cfg: HallucinationConfig) -> Measurement:
         scorer = _scorer(cfg, inputs.threads, inputs.store)
         evaluated0 = inputs.adapter.stats().prompt_tokens_evaluated
         test = hallucination_test(cfg) if cfg.mode == "sequential" else None
-        out = _Passages()
-        used, decision = run_in_rounds(test, lambda a, b: _write_and_score(inputs, cfg, scorer, out, a, b),
-                                       len(inputs.concepts), cfg.round_size, cfg.cap)
+        base = inputs.baseline
+        pair_test = paired_test(base.margin, cfg.alpha, cfg.beta) if base and base.source != "same model" else None
+        tests = [t for t in (test, pair_test) if t is not None]
+        stream = AllOf(tests) if cfg.mode == "sequential" and tests else None
+        out, theirs = _Passages(), _Passages()
+        used, _ = run_in_rounds(stream, lambda a, b: _round(inputs, cfg, scorer, (out, theirs), a, b, test is not None),
+                                len(inputs.concepts), cfg.round_size, cfg.cap)
+        decision = None if test is None else (test.decision if test.decision and test.decision.status != "continue"
+                                              else test.finish("the gate stopped when its paired test failed"))
         scored = [r for r in out.records if r["sentences"]]
         if not scored:
             raise MeasurementError(f"the model wrote no sentence for any of {len(out.records)} concepts; "
@@ -204,7 +229,7 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
                 "interval_note": (f"percentile bootstrap over passages, {cfg.bootstrap_resamples} resamples"
                                   if test is None else "always-valid: betting e-processes (Waudby-Smith & Ramdas)"),
             },
-            sequential=seq,
+            sequential=seq, paired=_paired(base, pair_test, scored, cfg),
             notes=capped_note(inputs.provenance, "concepts"),
             items=out.records,
         )
@@ -224,7 +249,8 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
             check = Check("hallucination_rate", seq.log_evalue_pass, ">=", seq.log_boundary_pass, "",
                           f"log e-value that the passage-level rate is below {cfg.max_rate:g} "
                           "(boundary log(1/alpha))")
-        return Judgement([check], hallucination_advice(m, cfg.max_rate, subject.quantization, seq))
+        judged = Judgement([check], hallucination_advice(m, cfg.max_rate, subject.quantization, seq))
+        return with_paired_check(judged, m, "hallucination rate", subject.quantization)
 
 
 def _estimate(scored: list[dict[str, Any]], cfg: HallucinationConfig, test: BettingMeanTest | None,
@@ -270,34 +296,84 @@ def _scorer(cfg: HallucinationConfig, threads: int, store: GenerationStore | Non
     return CachedScorer(scorer, store, scorer_identity(scorer, cfg.scorer_options))
 
 
-def _write_and_score(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: SentenceScorer, out: _Passages,
-                     start: int, stop: int) -> list[float | None]:
-    """One round: for each concept a greedy passage and N samples, the passage's sentences scored against them."""
-    scores_out: list[float | None] = []
+def _round(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: SentenceScorer,
+           outs: tuple[_Passages, _Passages], start: int, stop: int, with_absolute: bool) -> list[Any]:
+    """One round: for each concept a greedy passage and N samples, the passage's sentences scored against them;
+    the baseline's passage too when there is one. A row per concept for the stream's tests (None: nothing
+    to score)."""
+    out, theirs = outs
+    rows: list[Any] = []
     for concept in inputs.concepts[start:stop]:
-        reqs = [request_for(concept, cfg, cfg.seed, 0.0)] + [
-            request_for(concept, cfg, cfg.seed + i, 1.0) for i in range(1, cfg.samples + 1)]
-        t0 = time.perf_counter()
-        main, *samples = inputs.adapter.generate(reqs)
-        out.generation_s += time.perf_counter() - t0
-        out.completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
-        passage = clean_passage(main.text)
-        evidence = [clean_passage(s.text) for s in samples]
-        sents = sentences_of(passage)
-        t1 = time.perf_counter()
-        scores = scorer.score(sents, evidence) if sents else []
-        out.scoring_s += time.perf_counter() - t1
-        score = float(np.mean(scores)) if scores else None
-        out.records.append({
-            "id": concept,
-            "prompt": reqs[0].prompt,
-            "passage": passage,
-            "samples": evidence,
-            "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
-            "score": score,
-        })
-        scores_out.append(score)
-    return scores_out
+        record = _passage(inputs.adapter, concept, cfg, scorer, out)
+        out.records.append(record)
+        if inputs.baseline is not None:
+            _baseline_passage(inputs.baseline, record, concept, cfg, scorer, theirs)
+        if record["score"] is None:
+            rows.append(None)
+            continue
+        row = (record["score"],) if with_absolute else ()
+        if "baseline_score" in record and inputs.baseline is not None and inputs.baseline.source != "same model":
+            row += tuple(losses([record["score"]], [record["baseline_score"]], higher_is_better=False))
+        rows.append(row)
+    return rows
+
+
+def _baseline_passage(base: BaselineAnswers, record: dict[str, Any], concept: str, cfg: HallucinationConfig,
+                      scorer: SentenceScorer, theirs: _Passages) -> None:
+    """The baseline's passage score for the concept, on the record: generated and scored alike, read from its
+    run, or the candidate's own (the same model). A baseline passage with no sentence counts as agreeing."""
+    if base.source == "same model":
+        got: dict[str, Any] = {"score": record["score"], "passage": record["passage"]}
+    elif base.adapter is not None:
+        got = _passage(base.adapter, concept, cfg, scorer, theirs)
+    else:
+        got = base.recorded(concept, PROMPT.format(concept=concept))
+    score = got.get("score")
+    record["baseline_passage"] = got.get("passage")
+    record["baseline_score"] = float(score) if isinstance(score, int | float) else record["score"]
+    if not isinstance(score, int | float):
+        record["baseline_passage_empty"] = True
+
+
+def _paired(base: BaselineAnswers | None, test: BettingMeanTest | None, scored: list[dict[str, Any]],
+            cfg: HallucinationConfig) -> PairedOutcome | None:
+    if base is None:
+        return None
+    if test is None:  # the baseline is the candidate itself
+        return identical_outcome(base, cfg.alpha, len(scored))
+    pairs = [(r, float(r["baseline_score"])) for r in scored if "baseline_score" in r]
+    if test.decision is None:  # fixed-n: one look at every pair
+        test.observe(losses([r["score"] for r, _ in pairs], [b for _, b in pairs], higher_is_better=False))
+    decision = test.decision
+    assert decision is not None
+    if decision.status == "continue":
+        decision = test.finish("sample_size reached" if cfg.mode == "fixed" else "the gate stopped")
+    return scored_outcome(base, test, decision, cfg.alpha, pairs)
+
+
+def _passage(adapter: Adapter, concept: str, cfg: HallucinationConfig, scorer: SentenceScorer,
+             out: _Passages) -> dict[str, Any]:
+    """One concept: a greedy passage and N samples from `adapter`, its sentences scored against the samples."""
+    reqs = [request_for(concept, cfg, cfg.seed, 0.0)] + [
+        request_for(concept, cfg, cfg.seed + i, 1.0) for i in range(1, cfg.samples + 1)]
+    t0 = time.perf_counter()
+    main, *samples = adapter.generate(reqs)
+    out.generation_s += time.perf_counter() - t0
+    out.completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
+    passage = clean_passage(main.text)
+    evidence = [clean_passage(s.text) for s in samples]
+    sents = sentences_of(passage)
+    t1 = time.perf_counter()
+    scores = scorer.score(sents, evidence) if sents else []
+    out.scoring_s += time.perf_counter() - t1
+    return {
+        "id": concept,
+        "prompt": reqs[0].prompt,
+        "passage": passage,
+        "samples": evidence,
+        "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
+        "score": float(np.mean(scores)) if scores else None,
+    }
 
 
 def _bootstrap(sums: np.ndarray, counts: np.ndarray, confidence: float, resamples: int, seed: int) -> Interval:

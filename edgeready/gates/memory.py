@@ -14,15 +14,16 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from edgeready.advice import memory_advice
+from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.gates.accuracy import prompts_for
 from edgeready.gates.base import Gate, RunResources, register
-from edgeready.measurement import Check, Judgement, Measurement, MeasurementError
+from edgeready.measurement import Check, Judgement, Measurement, MeasurementError, PairedOutcome
 from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest
 from edgeready.schema import GateConfig, Pair, Profile, Target
@@ -39,6 +40,9 @@ class MemoryConfig(GateConfig):
     max_weights_mb: float = Field(gt=0)
     max_peak_rss_mb: float = Field(gt=0)
     probe_prompts: int = Field(default=8, ge=1, description="Gate prompts answered in the probe")
+
+    # Judged as ratios to the baseline's (target `baseline.margins.memory`: 0.05 = at most 5 % more).
+    supports_baseline: ClassVar[bool] = True
 
     def check_target(self, target: Target) -> None:
         budget = target.profile.app_memory_budget_mb
@@ -162,6 +166,11 @@ class MemoryInputs:
     requests: list[GenerationRequest]
     prompt_style: str
     server_pid: int | None = None
+    # The baseline to compare with (target `baseline.margins.memory`): its inputs to probe alike, or its peak
+    # and weights read from an earlier run, or "same" for the candidate itself.
+    baseline: MemoryInputs | tuple[float, float] | str | None = None
+    baseline_name: str = ""
+    margin: float | None = None
 
 
 @register
@@ -191,19 +200,76 @@ class Memory(Gate[MemoryConfig, MemoryInputs]):
         if offload is not None and offload.policy == "always":
             return MemoryInputs(None, "", None, profile, [], cand.prompt_style)
         path, sha = run.model(cand)
-        return MemoryInputs(path, sha, run.gguf(cand), profile, requests, cand.prompt_style)
+        inputs = MemoryInputs(path, sha, run.gguf(cand), profile, requests, cand.prompt_style)
+        return _with_baseline(run, pair, inputs)
 
     def measure(self, inputs: MemoryInputs, cfg: MemoryConfig) -> Measurement:
         if inputs.server_pid is not None:
             assert inputs.model is not None and inputs.summary is not None
             return measure_server_memory(inputs.server_pid, inputs.model, inputs.sha256, inputs.summary,
                                          inputs.profile, len(inputs.requests))
-        return measure_memory(inputs.model, inputs.sha256, inputs.summary, inputs.profile, inputs.requests,
-                              inputs.prompt_style)
+        m = measure_memory(inputs.model, inputs.sha256, inputs.summary, inputs.profile, inputs.requests,
+                           inputs.prompt_style)
+        if inputs.margin is not None:
+            m.paired = _ratio_outcome(inputs, m)
+        return m
 
     def judge(self, m: Measurement, cfg: MemoryConfig, subject: Candidate) -> Judgement:
         checks = [
             Check("weights", m.details["weights_mb"], "<=", cfg.max_weights_mb, "MB", "GGUF tensor bytes"),
             Check("peak_rss", m.value, "<=", cfg.max_peak_rss_mb, "MB", "measured peak RSS"),
         ]
+        pc = m.paired
+        if pc is not None and pc.table is not None:
+            limit = 1 + pc.margin
+            checks += [Check("peak_vs_baseline", pc.table["peak_ratio"], "<=", limit, "x",
+                             f"peak RSS / {pc.baseline}'s, same probe"),
+                       Check("weights_vs_baseline", pc.table["weights_ratio"], "<=", limit, "x",
+                             f"weights / {pc.baseline}'s")]
         return Judgement(checks, memory_advice(checks, subject.quantization, m.details["kv_cache_mb_full_attention"]))
+
+
+def _with_baseline(run: RunResources, pair: Pair, inputs: MemoryInputs) -> MemoryInputs:
+    """The device model's inputs, with what its memory is compared with when the target asks (device role)."""
+    spec, base = pair.target.baseline, pair.baseline
+    margin = spec.margins.get("memory") if spec is not None else None
+    if margin is None or base is None:
+        return inputs
+    inputs.margin, inputs.baseline_name = margin, base.name
+    if isinstance(base, BaselineRun):
+        got = base.gate("memory")
+        inputs.baseline = (float(got["value"]), float(got["measurement"]["details"]["weights_mb"]))
+    elif run.model(base).sha256 == inputs.sha256:
+        inputs.baseline = "same"
+    else:
+        path, sha = run.model(base)
+        inputs.baseline = MemoryInputs(path, sha, run.gguf(base), inputs.profile, inputs.requests,
+                                       base.prompt_style)
+    return inputs
+
+
+def _ratio_outcome(inputs: MemoryInputs, m: Measurement) -> PairedOutcome:
+    """Peak and weights as ratios to the baseline's, probed the same way (or read from its run). One probe
+    each: a measured ratio, no interval (the kernel's high-water mark varies by a few MB between probes)."""
+    base = inputs.baseline
+    source: Literal["model", "reports", "same model"] = "model"
+    if base == "same":
+        peak, weights, source = m.value, float(m.details["weights_mb"]), "same model"
+    elif isinstance(base, tuple):
+        (peak, weights), source = base, "reports"
+    else:
+        assert isinstance(base, MemoryInputs)
+        theirs = measure_memory(base.model, base.sha256, base.summary, base.profile, base.requests,
+                                base.prompt_style)
+        peak, weights = theirs.value, float(theirs.details["weights_mb"])
+    peak_ratio, weights_ratio = m.value / peak, float(m.details["weights_mb"]) / weights
+    worst = max(peak_ratio, weights_ratio) - 1
+    margin = inputs.margin or 0.0
+    return PairedOutcome(
+        baseline=inputs.baseline_name, source=source, margin=margin, alpha=0.0, n=1, loss=worst, loss_lower=worst,
+        loss_upper=worst, decision="pass" if worst <= margin else "fail", stopped_by="measured",
+        log_evalue_pass=0.0, log_boundary_pass=0.0,
+        reason=f"peak {m.value:.0f} MB vs {peak:.0f} MB (x{peak_ratio:.3f}), weights {m.details['weights_mb']:.0f} "
+               f"MB vs {weights:.0f} MB (x{weights_ratio:.3f})",
+        table={"peak_ratio": peak_ratio, "weights_ratio": weights_ratio, "baseline_peak_mb": peak,
+               "baseline_weights_mb": weights})

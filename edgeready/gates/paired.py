@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgeready.adapters.base import Adapter
+from edgeready.advice import paired_advice
 from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.errors import ConfigError, MeasurementError
 from edgeready.gates.base import RunResources
-from edgeready.measurement import FLIPS_KEPT, PairedOutcome
+from edgeready.measurement import FLIPS_KEPT, Check, Judgement, Measurement, PairedOutcome
 from edgeready.records import GenerationRequest, QAItem, Response
 from edgeready.schema import Pair
 from edgeready.sequential.base import Decision, boundary, evalue_text
@@ -46,6 +47,16 @@ class BaselineAnswers:
             return [r.text for r in self.adapter.generate(list(requests))]
         assert self.records is not None
         return [self._recorded(req, item) for req, item in zip(requests, items, strict=True)]
+
+    def recorded(self, item_id: str, prompt: str) -> dict[str, Any]:
+        """The baseline run's record of an item asked with `prompt` (a plain-text prompt)."""
+        rec = self.records.get(item_id) if self.records is not None else None
+        if rec is None:
+            raise MeasurementError(f"baseline {self.name} has no record of {item_id!r} (its run may have stopped "
+                                   "earlier or used other items): give a run that covered them all")
+        if rec.get("prompt") != prompt:
+            raise ConfigError(f"baseline {self.name}: {item_id!r} was asked with another prompt than this run's")
+        return rec
 
     def _recorded(self, req: GenerationRequest, item: QAItem) -> str:
         rec = self.records.get(item.id) if self.records is not None else None
@@ -137,6 +148,49 @@ def identical_outcome(base: BaselineAnswers, alpha: float, n: int) -> PairedOutc
                "and the loss is exactly 0",
         table={"both_right": None, "candidate_only": 0, "baseline_only": 0, "neither": None,
                "mcnemar_exact_p": 1.0, "newcombe_difference": [0.0, 0.0], "newcombe_confidence": None})
+
+
+def scored_outcome(base: BaselineAnswers, test: BettingMeanTest, decision: Decision, alpha: float,
+                   pairs: list[tuple[dict[str, Any], float]]) -> PairedOutcome:
+    """The paired evidence of scores in [0, 1] where lower is better (a rate): each pair is the candidate's
+    record and the baseline's score; flips are the concepts whose score moved most, each way."""
+    low, high = difference_bounds(test)
+    moved = sorted(((rec["score"] - theirs, rec, theirs) for rec, theirs in pairs), key=lambda x: -x[0])
+    worse = [_moved(rec, theirs, "regression") for d, rec, theirs in moved if d > 0][:FLIPS_KEPT]
+    better = [_moved(rec, theirs, "improvement") for d, rec, theirs in reversed(moved) if d < 0][:FLIPS_KEPT]
+    return PairedOutcome(
+        baseline=base.name, source=base.source, margin=base.margin, alpha=alpha, n=len(pairs),
+        loss=sum(d for d, _, _ in moved) / len(pairs) if pairs else 0.0, loss_lower=low, loss_upper=high,
+        decision="pass" if decision.status == "pass" else "fail",
+        stopped_by="budget" if decision.by_budget else f"{decision.status} boundary",
+        log_evalue_pass=decision.log_evalue_pass, log_boundary_pass=boundary(test.alpha),
+        reason=_reason(decision, base.margin, test), regressions=sum(d > 0 for d, _, _ in moved),
+        improvements=sum(d < 0 for d, _, _ in moved), flips=worse + better)
+
+
+def _moved(record: dict[str, Any], theirs: float, direction: str) -> dict[str, Any]:
+    return {"id": record["id"], "flip": direction, "score": record["score"], "baseline_score": theirs,
+            "response": record.get("passage"), "baseline_response": record.get("baseline_passage")}
+
+
+def with_paired_check(judged: Judgement | None, m: Measurement, metric: str,
+                      quantization: str | None) -> Judgement:
+    """`judged` (the gate's absolute checks, if any) with the non-inferiority check added when the measurement
+    was paired; the advice of a failed paired check comes first."""
+    pc = m.paired
+    if pc is None:
+        assert judged is not None
+        return judged
+    if pc.source == "same model":
+        check = Check("non_inferiority", pc.loss_upper, "<=", pc.margin, "",
+                      f"loss against {pc.baseline}, the candidate itself (same sha256): exactly 0")
+    else:
+        check = Check("non_inferiority", pc.log_evalue_pass, ">=", pc.log_boundary_pass, "",
+                      f"log e-value that the {metric} lost against {pc.baseline} is below {pc.margin:g} "
+                      "(boundary log(1/alpha))")
+    checks = ([] if judged is None else judged.checks) + [check]
+    advice = paired_advice(pc, metric, quantization) if not check.passed else (judged.advice if judged else None)
+    return Judgement(checks, advice)
 
 
 def _flip(record: dict[str, Any]) -> dict[str, Any]:
