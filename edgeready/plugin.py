@@ -10,6 +10,7 @@ happen in the `measurement` fixture: a measurement that cannot be made is report
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -29,8 +30,9 @@ from edgeready.errors import ConfigError
 from edgeready.gates import Gate, gate_named, gate_names, gates
 from edgeready.measurement import GateResult, Measurement
 from edgeready.report import terminal_table, write_reports, write_status
-from edgeready.run import Run
+from edgeready.run import Run, run_digests
 from edgeready.schema import ROLES, Pair, Target
+from edgeready.shard import assign, cell_id, load_durations, parse_shard, record_durations
 from edgeready.targets import check_run_options, gate_settings, resolve_target
 
 # llama.cpp's OpenMP threads spin while they wait; on a shared machine a busy neighbour then makes two
@@ -43,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # deployment for offload targets (each runs only on the roles it fits, see run.runs_on).
 DEFAULT_CANDIDATES = ("gemma3-270m-q4km", "offload-default")
 RUN_KEY = pytest.StashKey[Run]()
+SHARD_KEY = pytest.StashKey["tuple[int, int] | None"]()
+DURATIONS_KEY = pytest.StashKey["dict[str, float]"]()
+BALANCE_KEY = pytest.StashKey["dict[str, float]"]()  # the durations the shard assignment was computed from
 IN_PROGRESS = pytest.StashKey["tuple[Pair, str] | None"]()
 ROLE_HELP = {"device": "gates of a device target (a phone, an embedded board)",
              "server": "gates of an edge-server target",
@@ -62,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--baseline", default=None, metavar="NAME|PATH",
                 help="the model the candidates replace, for targets with a `baseline:` block: a candidate name, "
                      "manifest or GGUF path, or an earlier run's reports folder (overrides baseline.candidate)")
+    g.addoption("--shard", default=None, metavar="I/N",
+                help="run shard I of N: whole (candidate, target) pairs, balanced by earlier runs' durations; "
+                     "`python -m edgeready merge` puts the shards' reports back together")
     g.addoption("--compare", action="store_true",
                 help="offload targets: also judge device-only and server-only variants of each offload candidate")
     g.addoption("--no-cache", action="store_true",
@@ -111,6 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _configure_plugins(config)
         data_dir = Path(opt.data_dir) if opt.data_dir else _default_data_dir()
         selected = _selected(config)
+        config.stash[SHARD_KEY] = parse_shard(opt.shard) if opt.shard else None
         candidates, targets = _candidates_and_targets(opt, data_dir, selected)
         run = Run.create(candidates, targets, reports_dir=reports, cache_dir=Path(opt.cache_dir),
                          candidates_dir=ROOT / "candidates", data_dir=data_dir, limit=opt.limit,
@@ -238,16 +247,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize a gate test over (gate, pair): every registered gate, every pair it runs on."""
     if not {"gate", "pair"} <= set(metafunc.fixturenames):
         return
-    run = metafunc.config.stash[RUN_KEY]
-    order = {name: i for i, name in enumerate(gate_names())}
-    cells = sorted(((g, p) for g in gates() for p in run.pairs(g.name)),
-                   key=lambda gp: (gp[1].candidate.name, gp[1].target.name, order[gp[0].name]))
+    cells = _cells(metafunc.config, mine=True)
     # The gate and the role become markers of the param, so `-m "device and accuracy"` selects by both;
     # xdist_group: with `-n`, every test of a candidate runs on one worker, which loads it once.
     metafunc.parametrize("gate, pair", [
         pytest.param(g, p, id=f"{g.name}:{p.id}", marks=[getattr(pytest.mark, g.name), getattr(pytest.mark, p.role),
                                                         pytest.mark.xdist_group(p.candidate.name)])
         for g, p in cells])
+
+
+def _cells(config: pytest.Config, mine: bool) -> list[tuple[Gate, Pair]]:  # type: ignore[type-arg]
+    """The (gate, pair) cells of the run, in run order; `mine`: only this shard's (all of them unsharded)."""
+    run = config.stash[RUN_KEY]
+    order = {name: i for i, name in enumerate(gate_names())}
+    cells = sorted(((g, p) for g in gates() for p in run.pairs(g.name)),
+                   key=lambda gp: (gp[1].candidate.name, gp[1].target.name, order[gp[0].name]))
+    shard = config.stash.get(SHARD_KEY, None)
+    if not mine or shard is None:
+        return cells
+    # The assignment sees the cells -m selects, so that every shard of one command splits the same matrix,
+    # with the durations as they were when the run started (a shard never writes them: see sessionfinish).
+    selected = _selected(config)
+    matrix = [cell_id(g.name, p.id) for g, p in cells if selected(g.name, p.role)]
+    where = assign(matrix, shard[1], config.stash.setdefault(BALANCE_KEY, load_durations(run.cache_dir)))
+    return [(g, p) for g, p in cells if where.get(p.id) == shard[0]]
 
 
 @pytest.fixture(scope="session")
@@ -263,7 +286,12 @@ def measurement(request: pytest.FixtureRequest, run: Run, pair: Pair,
         pytest.skip(f"{pair.id} did not pass its first-tier gate: not sent to {gate.name}")
     # Remembered while the gate runs: a run interrupted now reports this gate as broken, not as missing.
     request.config.stash[IN_PROGRESS] = (pair, gate.name)
-    yield run.measure(pair, gate.name)
+    started = time.perf_counter()
+    try:
+        yield run.measure(pair, gate.name)
+    finally:  # kept for balancing later shards (edgeready/shard.py), errors included: they took the time too
+        durations = request.config.stash.setdefault(DURATIONS_KEY, {})
+        durations[cell_id(gate.name, pair.id)] = time.perf_counter() - started
     request.config.stash[IN_PROGRESS] = None
 
 
@@ -320,6 +348,8 @@ def pytest_testnodedown(node: object, error: object) -> None:
         run = config.stash.get(RUN_KEY, None)
         if run is not None:
             run.results.extend(GateResult.from_json(d) for d in json.loads(payload))
+            durations = config.stash.setdefault(DURATIONS_KEY, {})
+            durations.update(json.loads(output.get("edgeready_durations") or "{}"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -331,6 +361,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # Workers hand their results to the controller, which writes one set of reports.
         session.config.workeroutput["edgeready_results"] = json.dumps(  # type: ignore[attr-defined]
             [r.to_json() for r in run.results], default=str)
+        session.config.workeroutput["edgeready_durations"] = json.dumps(  # type: ignore[attr-defined]
+            session.config.stash.get(DURATIONS_KEY, {}))
         return
     # Workers finish in any order: sort so verdict.json is the same for serial and parallel runs.
     order = {name: i for i, name in enumerate(gate_names())}
@@ -343,13 +375,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _allure_broken(session.config, session.config.stash.get(IN_PROGRESS, None))
     elif not run.results:
         overall, note = "error", f"no gate ran (pytest exit status {int(exitstatus)}): check -m, --candidate, --target"
+    if session.config.stash.get(SHARD_KEY, None) is None:
+        # Shards leave the balancing input alone (the next shard of the same pipeline must split alike); their
+        # durations go into their verdicts, and `merge` writes them out for the next pipeline's cache.
+        record_durations(run.cache_dir, session.config.stash.get(DURATIONS_KEY, {}))
     write_reports(run.results, run.recorder.reports_dir, {
         "candidates": [c.name for c in run.candidates],
         "targets": [t.key for t in run.targets],
         "limit": run.limit,
         "data_dir": str(run.data_dir) if run.data_dir else None,
         "exitstatus": int(exitstatus),
+        **_matrix_info(session.config),
     }, overall=overall, note=note)
+
+
+def _matrix_info(config: pytest.Config) -> dict[str, object]:
+    """What `merge` checks: which cells the whole command covers, which this shard ran, and the digests of
+    the target files and candidates (shards of different inputs must not be merged)."""
+    run, shard, selected = config.stash[RUN_KEY], config.stash.get(SHARD_KEY, None), _selected(config)
+    matrix = sorted(cell_id(g.name, p.id) for g, p in _cells(config, mine=False) if selected(g.name, p.role))
+    mine = sorted(cell_id(g.name, p.id) for g, p in _cells(config, mine=True) if selected(g.name, p.role))
+    durations = config.stash.get(DURATIONS_KEY, {})
+    balanced = config.stash.setdefault(BALANCE_KEY, load_durations(run.cache_dir))
+    return {"shard": f"{shard[0]}/{shard[1]}" if shard else None, "matrix": matrix, "cells": mine,
+            "digests": run_digests(run), "durations": {k: round(v, 3) for k, v in durations.items()},
+            "balanced_by": hashlib.sha256(json.dumps(balanced, sort_keys=True).encode()).hexdigest()[:16]}
+
 
 
 def _allure_broken(config: pytest.Config, cell: tuple[Pair, str] | None) -> None:

@@ -13,6 +13,7 @@ pytest-specific lives in plugin.py, so this module can drive gates from plain Py
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,3 +167,16 @@ def error_text(exc: BaseException) -> str:
     """An error as the verdict shows it: its class (an EdgereadyError subclass names what went wrong: config,
     dataset, measurement, scorer, server) and its message."""
     return f"{type(exc).__name__}: {exc}"
+
+
+def run_digests(run: Run) -> dict[str, dict[str, str]]:
+    """sha256 of each target file and of each candidate's manifest (with its model's recorded digest), so
+    that the reports of runs on different inputs can be told apart (edgeready merge refuses to mix them)."""
+    def digest(path: Path | None) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else "-"
+
+    candidates = {}
+    for c in run.candidates:
+        art = c.artifact
+        candidates[c.name] = f"{digest(c.source)}|{art.sha256 or art.path if art else '-'}"
+    return {"targets": {t.key: digest(t.source) for t in run.targets}, "candidates": candidates}
