@@ -334,6 +334,29 @@ def attach_result(result: GateResult) -> None:
         allure.attach(result.advice, name="step-1 advice", attachment_type=allure.attachment_type.TEXT)
 
 
+def junit_properties(result: GateResult) -> list[tuple[str, object]]:
+    """Each check's observed value, threshold and verdict, and the measurement's value, interval and n, as
+    JUnit properties (GitLab and Jenkins show them in their test tabs)."""
+    m = result.measurement
+    props: list[tuple[str, object]] = [("status", result.status)]
+    if m is not None:
+        props += [("value", m.value), ("n", m.n), ("method", m.method), ("meter", m.meter)]
+        if m.interval is not None:
+            props += [("interval", f"[{m.interval.low:.6g}, {m.interval.high:.6g}] {m.interval.confidence:.0%} "
+                                   f"{m.interval.method}")]
+    for c in result.checks:
+        props += [(f"check.{c.name}", f"{c.observed:.6g} {c.op} {c.threshold:.6g} {c.unit}".strip()
+                   + (" ok" if c.passed else " FAIL"))]
+    return props
+
+
+def failure_text(result: GateResult) -> str:
+    """The assertion message: its first line carries the step-1 advice (JUnit's failure message is the first
+    line), then the full account."""
+    why = result.advice or result.error or "see the checks below"
+    return f"{result.gate} gate {result.status.upper()} for {result.pair}: {why}\n{result.message()}"
+
+
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 

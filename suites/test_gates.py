@@ -6,10 +6,12 @@ block. A measurement that cannot be made is an ERROR, a missed threshold a FAILE
 advice. What each gate measures is its module's docstring in edgeready/gates/ (shown in the Allure report).
 """
 
-from edgeready.plugin import attach_result
+from edgeready.plugin import attach_result, failure_text, junit_properties
 
 
-def test_gate(run, pair, gate, measurement):
+def test_gate(run, pair, gate, measurement, record_property):
     result = run.judge(pair, measurement)
     attach_result(result)
-    assert result.status == "pass", result.message()
+    for name, value in junit_properties(result):  # --junitxml: CI test tabs show the numbers
+        record_property(name, value)
+    assert result.status == "pass", failure_text(result)

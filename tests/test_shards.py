@@ -71,3 +71,18 @@ def test_two_shards_merged_equal_one_run(tmp_path):
     (other / "verdict.json").write_text(json.dumps(doc))
     mixed = _merge(str(tmp_path / "m3"), str(tmp_path / "s1"), str(other))
     assert mixed.returncode == 4 and "differ in digests" in mixed.stdout and "e2e-fail" in mixed.stdout
+
+
+@pytest.mark.e2e
+def test_junit_shows_each_gates_numbers_and_the_advice(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    proc = run_gate("-m", "device and accuracy", "--target", str(ROOT / "tests/fixtures/targets/e2e-fail.yaml"),
+                    f"--reports={tmp_path}", f"--junitxml={tmp_path / 'junit.xml'}")
+    assert proc.returncode == 1 and "PytestWarning" not in proc.stdout
+    case = ET.parse(tmp_path / "junit.xml").getroot().find(".//testcase")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["status"] == "fail" and props["n"] == "24" and props["check.accuracy"].endswith("FAIL")
+    assert props["interval"].startswith("[") and "wilson" in props["interval"]
+    message = case.find("failure").get("message")
+    assert message.startswith("AssertionError: accuracy gate FAIL for gemma3-270m-q4km@e2e-fail: accuracy short by")
