@@ -44,7 +44,11 @@ class Artifact(Strict):
 class Endpoint(Strict):
     """A model already served elsewhere behind an OpenAI-compatible API (vLLM, Ollama, MLC, llama.cpp)."""
 
-    base_url: str = Field(pattern=r"^https?://")
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    # A pool of identical endpoints of one server model: with `pytest -n K` each xdist worker owns one
+    # (worker i uses base_urls[i % len]) for its whole run, so no two workers share one; a serial run uses the
+    # first. Give base_url or base_urls.
+    base_urls: tuple[str, ...] = ()
     model: str
     api: Literal["auto", "completions", "chat"] = "auto"
     api_key_env: str | None = Field(default=None, description="name of the variable holding the key")
@@ -54,6 +58,19 @@ class Endpoint(Strict):
     max_response_bytes: int = Field(
         default=8 * 2**20, ge=1024, le=2**30, description="a longer reply is cut off and fails the request"
     )
+
+    @model_validator(mode="after")
+    def _one_address(self) -> Endpoint:
+        if bool(self.base_url) == bool(self.base_urls):
+            raise ValueError("give exactly one of base_url or base_urls (a pool)")
+        bad = [u for u in self.base_urls if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"base_urls: {bad[0]!r} is not an http(s) URL")
+        return self
+
+    def url_for(self, worker: int) -> str:
+        """The endpoint a worker owns: the pool's (worker mod its size), or the one endpoint."""
+        return self.base_urls[worker % len(self.base_urls)] if self.base_urls else str(self.base_url)
 
 
 class OffloadSpec(Strict):

@@ -123,7 +123,8 @@ def pytest_configure(config: pytest.Config) -> None:
         candidates, targets = _candidates_and_targets(opt, data_dir, selected)
         run = Run.create(candidates, targets, reports_dir=reports, cache_dir=Path(opt.cache_dir),
                          candidates_dir=ROOT / "candidates", data_dir=data_dir, limit=opt.limit,
-                         use_cache=not opt.no_cache, baselines=_baselines(opt.baseline, targets, selected))
+                         use_cache=not opt.no_cache, baselines=_baselines(opt.baseline, targets, selected),
+                         worker=_worker_index(config))
     except (ConfigError, pytest.UsageError) as exc:
         message = f"edgeready configuration error:\n{exc}" if isinstance(exc, ConfigError) else str(exc)
         if writes:  # CI reads verdict.json: an earlier run's pass must not survive a refused one
@@ -355,6 +356,12 @@ def failure_text(result: GateResult) -> str:
     line), then the full account."""
     why = result.advice or result.error or "see the checks below"
     return f"{result.gate} gate {result.status.upper()} for {result.pair}: {why}\n{result.message()}"
+
+
+def _worker_index(config: pytest.Config) -> int:
+    """This xdist worker's number (gw3 -> 3), 0 in a serial run: it owns one endpoint of each pool."""
+    workerid = str(getattr(config, "workerinput", {}).get("workerid", "gw0"))
+    return int(workerid[2:]) if workerid[2:].isdigit() else 0
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -41,6 +41,8 @@ class AdapterPool:
     cache_dir: Path
     candidates_dir: Path
     use_cache: bool = True
+    # The xdist worker this process is (0 serially): it picks the worker's own endpoint of a pool.
+    worker: int = 0
     _models: dict[str, ResolvedModel] = field(default_factory=dict)
     _summaries: dict[str, GGUFSummary] = field(default_factory=dict)
     # Open adapters, least recently used first.
@@ -72,6 +74,11 @@ class AdapterPool:
         if pair.candidate.offload is not None:
             return self.part(pair.candidate, pair.candidate.offload.device)
         return pair.candidate
+
+    def device_serial(self, pair: Pair) -> str | None:
+        """The phone of the target's pool this worker owns (None: the target names none)."""
+        serials = pair.target.profile.adb_serials
+        return serials[self.worker % len(serials)] if serials else None
 
     def provenance(self, pair: Pair) -> dict[str, Any]:
         cand = self.device_candidate(pair) if pair.role == "offload" else pair.candidate
@@ -157,7 +164,7 @@ class AdapterPool:
 
         if cand.endpoint is not None:
             ep = cand.endpoint
-            return OpenAIServerAdapter(ep.base_url, ep.model, api=ep.api, api_key_env=ep.api_key_env,
+            return OpenAIServerAdapter(ep.url_for(self.worker), ep.model, api=ep.api, api_key_env=ep.api_key_env,
                                        concurrency=ep.concurrency, timeout_s=ep.timeout_s,
                                        max_retries=ep.max_retries, max_response_bytes=ep.max_response_bytes,
                                        name=cand.name), None

@@ -54,8 +54,9 @@ class Run:
     @classmethod
     def create(cls, candidates: list[Candidate], targets: list[Target], *, reports_dir: Path, cache_dir: Path,
                candidates_dir: Path, data_dir: Path | None = None, limit: int | None = None,
-               use_cache: bool = True, baselines: dict[str, Candidate | BaselineRun] | None = None) -> Run:
-        pool = AdapterPool(cache_dir, candidates_dir, use_cache)
+               use_cache: bool = True, baselines: dict[str, Candidate | BaselineRun] | None = None,
+               worker: int = 0) -> Run:
+        pool = AdapterPool(cache_dir, candidates_dir, use_cache, worker)
         keys = [c.endpoint.api_key_env for c in _with_parts(candidates, pool) if c.endpoint and c.endpoint.api_key_env]
         return cls(candidates, targets, pool, Recorder(reports_dir, Redactor.from_env(keys)), data_dir, limit,
                    dict(baselines or {}))
@@ -140,6 +141,9 @@ class Run:
 
     def provenance(self, pair: Pair) -> dict[str, Any]:
         return self.pool.provenance(pair)
+
+    def device_serial(self, pair: Pair) -> str | None:
+        return self.pool.device_serial(pair)
 
 
 def _same_margin(pair: Pair, m: Measurement) -> None:

@@ -78,6 +78,9 @@ class Profile(Strict):
     battery: Battery | None = None
     power: PowerModel | None = None
     network: NetworkProfile | None = None
+    # A pool of identical phones (adb serials): with `pytest -n K` each xdist worker owns one for its whole run
+    # (worker i meters adb_serials[i % len]), so no two workers share a phone; a serial run uses the first.
+    adb_serials: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _budget_fits(self) -> Profile:

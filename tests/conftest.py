@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fake_server import FakeServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -22,6 +25,16 @@ def run_gate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
     )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    """A fake OpenAI-compatible server on loopback (tests/fake_server.py), for failures on demand."""
+    server = FakeServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

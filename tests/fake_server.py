@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 COMPLETION_BODY = {
     "choices": [{"text": " Paris", "finish_reason": "stop", "logprobs": None}],
@@ -69,3 +70,11 @@ class FakeServer:
         self.stopped.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def fake_adapter(server: FakeServer, **kw: object) -> Any:
+    """The server adapter on the fake server, with fast retries (tests override any option)."""
+    from edgeready.adapters.openai_server import OpenAIServerAdapter
+
+    options: dict[str, object] = {"max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
+    return OpenAIServerAdapter(server.base_url, "fake-model", **{**options, **kw})  # type: ignore[arg-type]

@@ -25,20 +25,19 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from edgeready.adapters.openai_server import DEFAULT_MAX_RESPONSE_BYTES, OpenAIServerAdapter, ServerRequestError
+from edgeready.adapters.openai_server import DEFAULT_MAX_RESPONSE_BYTES, ServerRequestError
 from edgeready.candidates import Endpoint, _cached_sha256, candidate_from_gguf, materialize
 from edgeready.config_errors import ConfigError, read_yaml
 from edgeready.gguf_info import check_complete
 from edgeready.records import GenerationRequest
 from edgeready.targets import load_target
 from tests.conftest import ROOT, run_gate
-from tests.fake_server import COMPLETION_BODY, FakeServer
+from tests.fake_server import COMPLETION_BODY, FakeServer, fake_adapter
 
 PROMPT = GenerationRequest(prompt="The capital of France is", max_tokens=6, stop=("\n",))
 DEFAULT_TARGET = (ROOT / "thresholds" / "device" / "default.yaml").read_text()
@@ -117,20 +116,6 @@ def test_non_utf8_target_stops_the_run_with_exit_4_not_an_internal_error(tmp_pat
 
 
 # -- the server adapter against a misbehaving server ----------------------------------------------
-@pytest.fixture
-def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def _adapter(fake: FakeServer, **kw: object) -> OpenAIServerAdapter:
-    options: dict = {"max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
-    return OpenAIServerAdapter(fake.base_url, "fake-model", **{**options, **kw})
-
-
 def _headers(handler: BaseHTTPRequestHandler, length: int | None) -> None:
     handler.send_response(200)
     handler.send_header("Content-Type", "application/json")
@@ -160,7 +145,7 @@ def test_a_dripping_server_hits_the_deadline_of_the_whole_request(fake: FakeServ
     # (the whole body would take 0.4 s x ~110 bytes = 44 s).
     fake.script = [_drip(fake, 0.4)]
     start = time.perf_counter()
-    with _adapter(fake, timeout_s=1.5) as a, pytest.raises(ServerRequestError) as info:
+    with fake_adapter(fake, timeout_s=1.5) as a, pytest.raises(ServerRequestError) as info:
         a.generate([PROMPT])
     elapsed = time.perf_counter() - start
     assert info.value.kind == "deadline" and f"{fake.base_url}/completions" in str(info.value)
@@ -191,7 +176,7 @@ def _huge(fake: FakeServer, size: int, *, declared: bool):
 def test_a_huge_reply_is_cut_off_while_streaming(fake: FakeServer, declared: bool):
     limit = 256 * 1024
     fake.script = [_huge(fake, 64 * 2**20, declared=declared)]
-    with _adapter(fake, max_response_bytes=limit) as a, pytest.raises(ServerRequestError) as info:
+    with fake_adapter(fake, max_response_bytes=limit) as a, pytest.raises(ServerRequestError) as info:
         a.generate([PROMPT])
     message = str(info.value)
     assert info.value.kind == "too_large" and f"{fake.base_url}/completions" in message
@@ -205,7 +190,7 @@ def test_max_response_bytes_is_an_endpoint_setting_with_a_sane_default(fake: Fak
     assert DEFAULT_MAX_RESPONSE_BYTES == 8 * 2**20
     assert Endpoint(base_url="http://h/v1", model="m").max_response_bytes == DEFAULT_MAX_RESPONSE_BYTES
     assert Endpoint(base_url="http://h/v1", model="m", max_response_bytes=4096).max_response_bytes == 4096
-    with _adapter(fake) as a:
+    with fake_adapter(fake) as a:
         assert a.max_response_bytes == DEFAULT_MAX_RESPONSE_BYTES
         assert a.describe()["max_response_bytes"] == DEFAULT_MAX_RESPONSE_BYTES
         assert a.generate([PROMPT])[0].text == " Paris"  # an ordinary reply is well within it
@@ -233,7 +218,7 @@ def test_max_response_bytes_is_an_endpoint_setting_with_a_sane_default(fake: Fak
 )
 def test_wrong_shaped_json_is_the_adapters_own_error(fake: FakeServer, body: object, wrong: str):
     fake.script = [(200, {}, body)]
-    with _adapter(fake) as a, pytest.raises(ServerRequestError) as info:
+    with fake_adapter(fake) as a, pytest.raises(ServerRequestError) as info:
         a.generate([PROMPT])
     assert info.value.kind == "bad_response" and info.value.status == 200
     assert f"POST {fake.base_url}/completions" in str(info.value) and wrong in str(info.value)
@@ -245,7 +230,7 @@ def test_wrong_shaped_logprobs_and_models_list_are_clear(fake: FakeServer):
         (200, {}, {"choices": [{"text": "x", "logprobs": {"token_logprobs": ["high"]}}]}),
         (200, {}, {"data": [1, 2]}),  # GET /models
     ]
-    with _adapter(fake) as a:
+    with fake_adapter(fake) as a:
         with pytest.raises(ServerRequestError, match=r"bad_response: .*logprobs holds values that are not numbers"):
             a.generate([GenerationRequest(prompt="Q", logprobs=True)])
         assert a.server_models() is None
@@ -273,7 +258,7 @@ def _reset_after_headers(handler: BaseHTTPRequestHandler) -> None:
                          ids=["before-headers", "mid-body", "reset-after-headers"])
 def test_a_connection_cut_after_the_request_was_taken_is_not_sent_again(fake: FakeServer, cut):
     fake.script = [cut]
-    with _adapter(fake) as a, pytest.raises(ServerRequestError) as info:
+    with fake_adapter(fake) as a, pytest.raises(ServerRequestError) as info:
         a.generate([PROMPT])
     assert info.value.kind == "disconnected" and f"{fake.base_url}/completions" in str(info.value)
     assert "not sent again" in str(info.value)
@@ -283,7 +268,7 @@ def test_a_connection_cut_after_the_request_was_taken_is_not_sent_again(fake: Fa
 
 def test_overload_before_the_request_was_taken_is_still_retried(fake: FakeServer):
     fake.script = [(503, {}, {"error": {"message": "loading"}}), (429, {"Retry-After": "0"}, b"")]
-    with _adapter(fake) as a:
+    with fake_adapter(fake) as a:
         assert a.generate([PROMPT])[0].text == " Paris"
     assert len(fake.seen) == 3 and a.counters.errors == {"http_503": 1, "http_429": 1}
 

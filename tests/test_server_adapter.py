@@ -19,7 +19,7 @@ from edgeready.adapters.base import Adapter
 from edgeready.adapters.openai_server import OpenAIServerAdapter, ServerRequestError
 from edgeready.records import GenerationRequest
 from edgeready.server_process import LlamaCppServer, ServerStartError, free_port
-from tests.fake_server import COMPLETION_BODY, FakeServer
+from tests.fake_server import COMPLETION_BODY, FakeServer, fake_adapter
 
 ALIAS = "smollm2-test"
 KEY = "sk-edgeready-test-0123456789abcdef"
@@ -153,23 +153,9 @@ def test_stop_leaves_no_process(server: LlamaCppServer):
 
 
 # -- the fake server (failure injection only) -----------------------------------------------------
-@pytest.fixture
-def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def _fake_adapter(fake: FakeServer, **kw: object) -> OpenAIServerAdapter:
-    options: dict = {"max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
-    return OpenAIServerAdapter(fake.base_url, "fake-model", **{**options, **kw})
-
-
 def test_retry_on_fake_server_503_twice_then_success(fake: FakeServer):
     fake.script = [(503, {}, {"error": {"message": "loading"}})] * 2
-    with _fake_adapter(fake) as a:
+    with fake_adapter(fake) as a:
         r = a.generate([PROMPT])[0]
         assert r.text == " Paris" and r.prompt_tokens == 5 and r.meta["attempts"] == 3
         assert len(fake.seen) == 3 and a.counters.retries == 2 and a.counters.errors == {"http_503": 2}
@@ -179,7 +165,7 @@ def test_retry_on_fake_server_503_twice_then_success(fake: FakeServer):
 
 def test_retry_on_fake_server_is_bounded(fake: FakeServer):
     fake.script = [(500, {}, {"error": {"message": "boom"}})] * 10
-    with _fake_adapter(fake, max_retries=2) as a, pytest.raises(ServerRequestError) as info:
+    with fake_adapter(fake, max_retries=2) as a, pytest.raises(ServerRequestError) as info:
         a.generate([PROMPT])
     assert len(fake.seen) == 3 and info.value.attempts == 3 and info.value.status == 500
     assert "HTTP 500" in str(info.value) and "boom" in str(info.value)
@@ -187,7 +173,7 @@ def test_retry_on_fake_server_is_bounded(fake: FakeServer):
 
 def test_retry_on_fake_server_429_respects_retry_after(fake: FakeServer):
     fake.script = [(429, {"Retry-After": "1"}, {"error": {"message": "slow down"}})]
-    with _fake_adapter(fake) as a:
+    with fake_adapter(fake) as a:
         start = time.perf_counter()
         assert a.generate([PROMPT])[0].text == " Paris"
         assert time.perf_counter() - start >= 0.95  # backoff alone would have waited at most 0.01 s
@@ -196,7 +182,7 @@ def test_retry_on_fake_server_429_respects_retry_after(fake: FakeServer):
 
 def test_retry_on_fake_server_retry_after_is_capped(fake: FakeServer):
     fake.script = [(429, {"Retry-After": "3600"}, b"")]
-    with _fake_adapter(fake, retry_after_max_s=0.1) as a:
+    with fake_adapter(fake, retry_after_max_s=0.1) as a:
         start = time.perf_counter()
         assert a.generate([PROMPT])[0].text == " Paris"
         assert time.perf_counter() - start < 2
@@ -204,14 +190,14 @@ def test_retry_on_fake_server_retry_after_is_capped(fake: FakeServer):
 
 def test_retry_on_fake_server_400_is_not_retried(fake: FakeServer):
     fake.script = [(400, {}, {"error": {"message": "max_tokens is too large"}})]
-    with _fake_adapter(fake) as a, pytest.raises(ServerRequestError, match=r"HTTP 400.*max_tokens is too large"):
+    with fake_adapter(fake) as a, pytest.raises(ServerRequestError, match=r"HTTP 400.*max_tokens is too large"):
         a.generate([PROMPT])
     assert len(fake.seen) == 1 and a.counters.retries == 0
 
 
 def test_retry_on_fake_server_missing_usage_is_marked(fake: FakeServer):
     fake.script = [(200, {}, {"choices": [{"message": {"role": "assistant", "content": "Paris"}}]})]
-    with _fake_adapter(fake) as a:
+    with fake_adapter(fake) as a:
         r = a.generate([CHAT])[0]
     assert r.text == "Paris" and r.prompt_tokens == 0 and r.completion_tokens == 0
     assert r.meta["usage_missing"] is True and r.finish_reason == "unknown"
@@ -220,9 +206,9 @@ def test_retry_on_fake_server_missing_usage_is_marked(fake: FakeServer):
 def test_retry_on_fake_server_routes_and_maps_requests(fake: FakeServer):
     req = GenerationRequest(prompt="Q: x\nA:", max_tokens=7, temperature=0.5, seed=3, stop=("\n",), logprobs=True)
     chat = GenerationRequest(prompt="", messages=(("system", "Be brief."), ("user", "Hi")), logprobs=True)
-    with _fake_adapter(fake) as a:
+    with fake_adapter(fake) as a:
         a.generate([req, chat])
-    with _fake_adapter(fake, api="chat") as a:
+    with fake_adapter(fake, api="chat") as a:
         a.generate([GenerationRequest(prompt="Hello")])
     (p1, _, b1), (p2, _, b2), (p3, _, b3) = [(p, h, json.loads(b)) for p, h, b in fake.seen]
     assert p1 == "/v1/completions" and p2 == "/v1/chat/completions" and p3 == "/v1/chat/completions"
@@ -233,10 +219,10 @@ def test_retry_on_fake_server_routes_and_maps_requests(fake: FakeServer):
     assert b2["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert b2["logprobs"] is True and b2["top_logprobs"] == 1 and "stop" not in b2
     assert b3["messages"] == [{"role": "user", "content": "Hello"}]
-    with _fake_adapter(fake, api="completions") as a, pytest.raises(ValueError, match="only messages"):
+    with fake_adapter(fake, api="completions") as a, pytest.raises(ValueError, match="only messages"):
         a.generate([chat])
     both = GenerationRequest(prompt="Q: y\nA:", messages=(("user", "y"),))
-    with _fake_adapter(fake, api="completions") as a:
+    with fake_adapter(fake, api="completions") as a:
         a.generate([both])
     assert json.loads(fake.seen[-1][2])["prompt"] == "Q: y\nA:"
 
@@ -245,7 +231,7 @@ def test_retry_on_fake_server_chat_logprobs_format(fake: FakeServer):
     content = [{"token": "Pa", "logprob": -0.5}, {"token": "ris", "logprob": -0.25}]
     body = {"choices": [{"message": {"content": "Paris"}, "logprobs": {"content": content}, "finish_reason": "stop"}]}
     fake.script = [(200, {}, body)]
-    with _fake_adapter(fake) as a:
+    with fake_adapter(fake) as a:
         r = a.generate([GenerationRequest(prompt="", messages=(("user", "?"),), logprobs=True)])[0]
     assert r.token_logprobs == (-0.5, -0.25) and r.mean_logprob == pytest.approx(-0.375)
 
@@ -261,7 +247,7 @@ def test_retry_on_fake_server_api_key_is_sent_and_never_leaked(
         (401, {}, {"error": {"message": f"invalid key {KEY}"}}),
     ]
     caplog.set_level(logging.DEBUG)
-    with _fake_adapter(fake, api_key_env="EDGEREADY_TEST_API_KEY") as a:
+    with fake_adapter(fake, api_key_env="EDGEREADY_TEST_API_KEY") as a:
         a.generate([PROMPT])
         assert fake.seen[0][1]["Authorization"] == f"Bearer {KEY}"
         with pytest.raises(ServerRequestError) as info:

@@ -98,6 +98,10 @@ class RunResources(Protocol):
         """The digest (or endpoint) of the model whose outputs a gate measures."""
         ...
 
+    def device_serial(self, pair: Pair) -> str | None:
+        """The phone (adb serial) of the target's pool that this worker owns, if the target names any."""
+        ...
+
     def shared(self, key: StashKey[T], factory: Callable[[], T]) -> T:
         """A value shared by the gates of this run, computed once by `factory`."""
         ...

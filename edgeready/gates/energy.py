@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -66,6 +67,7 @@ class EnergyInputs:
     items: list[QAItem]
     provenance: dict[str, Any]
     pid: int
+    serial: str | None = None  # the phone this worker owns, for the Android fuel gauge
     # The baseline (target `baseline.margins.energy`): its adapter, answering batches interleaved with the
     # candidate's; or its recorded energy per query; or "same" for the candidate itself.
     baseline: Adapter | float | str | None = None
@@ -87,7 +89,7 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
         if pid is None:
             raise MeasurementError("energy of an external endpoint cannot be metered from here")
         inputs = EnergyInputs(adapter, pair.target.profile, prompts_for(run, pair, cfg.queries_per_batch),
-                              run.provenance(pair), pid)
+                              run.provenance(pair), pid, run.device_serial(pair))
         spec, base = pair.target.baseline, pair.baseline
         margin = spec.margins.get("energy") if spec is not None else None
         if margin is not None and base is not None:
@@ -102,7 +104,8 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
         return inputs
 
     def measure(self, inputs: EnergyInputs, cfg: EnergyConfig) -> Measurement:
-        m = measure_energy(inputs.adapter, cfg, inputs.profile, inputs.items, inputs.provenance, inputs.pid)
+        m = measure_energy(inputs.adapter, cfg, inputs.profile, inputs.items, inputs.provenance, inputs.pid,
+                           inputs.serial)
         if inputs.margin is not None:
             m.paired = _versus_baseline(inputs, cfg, m)
         return m
@@ -155,7 +158,7 @@ def _interleaved_ratios(cand: Adapter, base: Adapter, inputs: EnergyInputs, cfg:
     candidate's measurement found; each pair gives one ratio of energy per query."""
     requests = [qa_request(it, 16) for it in inputs.items[: cfg.queries_per_batch]]
     idle_w = float(m.details.get("baseline_w") or 0.0)
-    meter = _meter(cfg, inputs.profile, inputs.pid)
+    meter = meter_for(cfg, inputs.profile, inputs.pid, inputs.serial)
     ratios = []
     meter.start()
     try:
@@ -175,11 +178,11 @@ def _interleaved_ratios(cand: Adapter, base: Adapter, inputs: EnergyInputs, cfg:
 
 def measure_energy(
     adapter: Adapter, gate: EnergyConfig, profile: Profile, items: list[QAItem],
-    provenance: dict[str, Any], pid: int,
+    provenance: dict[str, Any], pid: int, serial: str | None = None,
 ) -> Measurement:
     from edgeready.energy import EnergyPerQuery, measure_queries
 
-    meter = _meter(gate, profile, pid)
+    meter = meter_for(gate, profile, pid, serial)
     requests = [qa_request(it, 16) for it in items[: gate.queries_per_batch]]
     marks: list[tuple[float, float, int]] = []  # cumulative (gross joules, seconds) after each batch
     tokens = 0
@@ -235,15 +238,18 @@ def measure_energy(
     )
 
 
-def _meter(gate: EnergyConfig, profile: Profile, pid: int) -> Meter:
-    """The block's meter; the estimate, where allowed, uses the profile's power model on `pid`'s CPU time."""
+def meter_for(gate: EnergyConfig, profile: Profile, pid: int, serial: str | None = None,
+              adb_run: Callable[[list[str]], str] | None = None) -> Meter:
+    """The block's meter; the estimate, where allowed, uses the profile's power model on `pid`'s CPU time; the
+    Android fuel gauge reads the phone `serial` (this worker's of the target's pool)."""
     from edgeready.energy import CpuPowerModel, select_meter
 
     model = None
     if profile.power is not None:
         model = CpuPowerModel(profile.power.active_w_per_core, profile.power.idle_w,
                               source=f"target profile power model ({profile.device})")
-    return select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=pid)
+    return select_meter(gate.meter, require=gate.require, estimate_model=model, estimate_pid=pid,
+                        android_serial=serial, adb_run=adb_run)
 
 
 def _per_batch_mwh(marks: list[tuple[float, float, int]], baseline_w: float) -> list[float]:
