@@ -37,7 +37,7 @@ from edgeready.scoring.qa import QAScore, score_response
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
 from edgeready.sequential.mixture import SequentialProportionTest
-from edgeready.sequential.paired import concordant_items_to_pass, losses, paired_test
+from edgeready.sequential.paired import check_plan, losses, paired_test
 from edgeready.sequential.sprt import BernoulliSPRT
 from edgeready.stats import Interval, wilson, wilson_best_low
 
@@ -65,11 +65,8 @@ class AccuracyConfig(SequentialOptions):
                              "or both")
 
     def check_margin(self, margin: float) -> None:
-        need = concordant_items_to_pass(margin, self.alpha, self.beta)
-        if need is None or need > self.cap:
-            raise ValueError(f"a loss below {margin:g} cannot be shown in {self.cap} items even if no answer differs "
-                             f"from the baseline's (that takes {need or 'over 100,000'}): raise sample_size (or "
-                             "max_items when sequential), or widen the margin")
+        check_plan(margin, self.alpha, self.beta, self.cap, "a loss",
+                   f"in {self.cap} items even if no answer differs from the baseline's")
 
     @model_validator(mode="after")
     def _reachable(self) -> AccuracyConfig:

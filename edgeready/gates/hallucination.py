@@ -43,7 +43,7 @@ from edgeready.selfcheck import SentenceScorer, make_scorer
 from edgeready.selfcheck.cached import CachedScorer, scorer_identity
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
-from edgeready.sequential.paired import concordant_items_to_pass, losses, paired_test
+from edgeready.sequential.paired import check_plan, losses, paired_test
 from edgeready.stats import Interval
 
 PROMPT = "This is a passage from Wikipedia about {concept}:"
@@ -83,11 +83,8 @@ class HallucinationConfig(SequentialOptions):
     supports_baseline: ClassVar[bool] = True
 
     def check_margin(self, margin: float) -> None:
-        need = concordant_items_to_pass(margin, self.alpha, self.beta)
-        if need is None or need > self.cap:
-            raise ValueError(f"a rate increase below {margin:g} cannot be shown with {self.cap} concepts even if "
-                             f"every passage scores as the baseline's (that takes {need or 'over 100,000'}): raise "
-                             "sample_size (or max_items when sequential), or widen the margin")
+        check_plan(margin, self.alpha, self.beta, self.cap, "a rate increase",
+                   f"with {self.cap} concepts even if every passage scores as the baseline's")
 
     def check_limit(self, n: int) -> None:
         """Raise ValueError when no sequential run of n concepts could pass, even with every score 0."""

@@ -58,6 +58,15 @@ def concordant_items_to_pass(margin: float, alpha: float, beta: float, most: int
     return None
 
 
+def check_plan(margin: float, alpha: float, beta: float, cap: int, lost: str, within: str) -> None:
+    """Raise ValueError when `cap` items cannot show a loss below `margin` even if no item differs, naming
+    what is lost (`lost`) and the items (`within`, e.g. "in 40 items ... no answer differs")."""
+    need = concordant_items_to_pass(margin, alpha, beta)
+    if need is None or need > cap:
+        raise ValueError(f"{lost} below {margin:g} cannot be shown {within} (that takes {need or 'over 100,000'}): "
+                         "raise sample_size (or max_items when sequential), or widen the margin")
+
+
 def losses(candidate: Sequence[float], baseline: Sequence[float], higher_is_better: bool) -> list[float]:
     """Y_i = (1 + L_i) / 2 for each pair of scores in [0, 1] (L_i: how much worse the candidate did)."""
     if len(candidate) != len(baseline):
