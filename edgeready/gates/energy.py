@@ -23,6 +23,7 @@ from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.gates.accuracy import prompts_for
 from edgeready.gates.base import Gate, RunResources, register
+from edgeready.gates.paired import same_model
 from edgeready.measurement import Check, Judgement, Measurement, MeasurementError, PairedOutcome
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem
@@ -96,7 +97,7 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
             inputs.margin, inputs.baseline_name = margin, base.name
             if isinstance(base, BaselineRun):
                 inputs.baseline = float(base.gate("energy")["value"])
-            elif base.format == "gguf" and run.model(base).sha256 == run.model(pair.candidate).sha256:
+            elif base.format == "gguf" and same_model(run, pair.candidate, base, prompts=False):
                 inputs.baseline = "same"
             else:
                 inputs.baseline = run.live(Pair(base, pair.target))

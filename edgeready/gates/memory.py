@@ -23,6 +23,7 @@ from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
 from edgeready.gates.accuracy import prompts_for
 from edgeready.gates.base import Gate, RunResources, register
+from edgeready.gates.paired import same_model
 from edgeready.measurement import Check, Judgement, Measurement, MeasurementError, PairedOutcome
 from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest
@@ -239,7 +240,7 @@ def _with_baseline(run: RunResources, pair: Pair, inputs: MemoryInputs) -> Memor
     if isinstance(base, BaselineRun):
         got = base.gate("memory")
         inputs.baseline = (float(got["value"]), float(got["measurement"]["details"]["weights_mb"]))
-    elif run.model(base).sha256 == inputs.sha256:
+    elif same_model(run, run.device_candidate(pair), base, prompts=False):
         inputs.baseline = "same"
     else:
         path, sha = run.model(base)

@@ -84,15 +84,18 @@ def baseline_answers(run: RunResources, pair: Pair, gate: str) -> BaselineAnswer
                           "(baseline.candidate in the target, or --baseline)")
     if isinstance(base, BaselineRun):
         return BaselineAnswers(base.name, "reports", margin, records=base.records(gate))
-    if _same_model(run, pair.candidate, base):
+    if same_model(run, pair.candidate, base):
         return BaselineAnswers(base.name, "same model", margin)
     return BaselineAnswers(base.name, "model", margin, adapter=run.cached(Pair(base, pair.target)))
 
 
-def _same_model(run: RunResources, candidate: Candidate, base: Candidate) -> bool:
+def same_model(run: RunResources, candidate: Candidate, base: Candidate, *, prompts: bool = True) -> bool:
+    """Whether the baseline is the candidate itself: the same GGUF bytes (and, for what depends on the texts,
+    `prompts`, the same prompt style); endpoints by name."""
     if candidate.format != "gguf" or base.format != "gguf":
         return candidate.name == base.name
-    return run.model(candidate).sha256 == run.model(base).sha256 and candidate.prompt_style == base.prompt_style
+    same_bytes = run.model(candidate).sha256 == run.model(base).sha256
+    return same_bytes and (not prompts or candidate.prompt_style == base.prompt_style)
 
 
 def paired_outcome(base: BaselineAnswers, test: BettingMeanTest, decision: Decision, alpha: float,
