@@ -71,6 +71,7 @@ class PairedOutcome:
     log_evalue_pass: float
     log_boundary_pass: float
     reason: str
+    power_at: float = 0.0  # beta is controlled at a loss of power_at * margin (the plan, with margin and alpha)
     # Accuracy only: both right, candidate only, baseline only, neither; McNemar's p; Newcombe's interval.
     table: dict[str, Any] | None = None
     regressions: int = 0

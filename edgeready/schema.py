@@ -172,6 +172,10 @@ class Baseline(Strict):
 
     candidate: str | None = None
     margins: dict[str, float] = Field(min_length=1)
+    # Where beta is controlled, as a share of the margin: 0 (the usual non-inferiority design) = a candidate
+    # that loses nothing is failed with probability at most beta; 0.5 = one that loses up to half the margin.
+    power_at: float = Field(default=0.0, ge=0, lt=1, description="loss, as a share of the margin, at which "
+                            "beta is controlled (0: a candidate that loses nothing)")
 
     @model_validator(mode="after")
     def _margins(self) -> Baseline:

@@ -1,8 +1,8 @@
 """The paired non-inferiority test and its companions (edgeready/sequential/paired.py), on simulated pairs.
 
 The guarantees are the betting test's (Ville's inequality), checked here for the paired use: a candidate
-that loses exactly the margin passes at most alpha of the time, one that loses at most half the margin fails
-at most beta of the time, for any mix of concordant and discordant pairs, any round size and any budget.
+that loses exactly the margin passes at most alpha of the time, one that loses at most power_at x the margin
+fails at most beta of the time, for any mix of concordant and discordant pairs, any round size and any budget.
 Each property is checked by Monte Carlo with a tolerance of three standard errors.
 """
 
@@ -59,16 +59,31 @@ def test_a_candidate_losing_the_margin_passes_at_most_alpha(margin, extra, round
 
 
 @settings(max_examples=12, deadline=None)
-@given(margin=st.sampled_from([0.03, 0.05, 0.1]), share=st.floats(0.0, 0.5), extra=st.floats(0.0, 0.4),
-       round_size=st.sampled_from([1, 10, 25]), seed=st.integers(0, 10_000))
-def test_a_candidate_losing_at_most_half_the_margin_is_failed_early_at_most_beta(margin, share, extra, round_size,
-                                                                                  seed):
-    loss = share * margin  # anywhere in [0, margin / 2]
-    test = paired_test(margin, ALPHA, BETA)
+@given(margin=st.sampled_from([0.03, 0.05, 0.1]), power_at=st.sampled_from([0.0, 0.5]), share=st.floats(0.0, 1.0),
+       extra=st.floats(0.0, 0.4), round_size=st.sampled_from([1, 10, 25]), seed=st.integers(0, 10_000))
+def test_a_candidate_losing_at_most_power_at_of_the_margin_is_failed_early_at_most_beta(margin, power_at, share,
+                                                                                         extra, round_size, seed):
+    loss = share * power_at * margin  # anywhere in [0, power_at * margin]
+    test = paired_test(margin, ALPHA, BETA, power_at)
     res = simulate(_draw(loss, loss + extra), test.threshold, ALPHA, beta=BETA, delta=test.delta,
                    round_size=round_size, max_items=2000, runs=RUNS, seed=seed)
     # Failing at the fail boundary is what beta bounds; running out of budget is "not shown" (a fail by rule).
     assert res.fail_rate <= BETA + _tolerance(BETA)
+
+
+def test_powering_at_no_loss_fails_a_candidate_at_the_margin_sooner_than_powering_at_half_of_it():
+    """The design choice in numbers: the indifference zone (a m, m) is 1 - a of the margin wide, so failing a
+    candidate that loses the whole margin takes about 1 / (1 - a)^2 times the pairs."""
+    at = {}
+    for power_at in (0.0, 0.5):
+        test = paired_test(0.05, ALPHA, BETA, power_at)
+        res = simulate(_draw(0.05, 0.1), test.threshold, ALPHA, beta=BETA, delta=test.delta, round_size=10,
+                       max_items=20_000, runs=400, seed=1)
+        at[power_at] = res.mean_items
+        assert res.pass_rate <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / 400)
+    assert 2.0 < at[0.5] / at[0.0] < 6.0
+    with pytest.raises(ValueError, match="power_at"):
+        paired_test(0.05, ALPHA, BETA, 1.0)
 
 
 @settings(max_examples=10, deadline=None)

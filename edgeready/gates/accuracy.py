@@ -37,7 +37,7 @@ from edgeready.scoring.qa import QAScore, score_response
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
 from edgeready.sequential.mixture import SequentialProportionTest
-from edgeready.sequential.paired import check_plan, losses, paired_test
+from edgeready.sequential.paired import check_plan, losses
 from edgeready.sequential.sprt import BernoulliSPRT
 from edgeready.stats import Interval, wilson, wilson_best_low
 
@@ -230,7 +230,7 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         absolute = accuracy_test(cfg) if cfg.mode == "sequential" and cfg.min_accuracy is not None else None
         base = inputs.baseline
         same = base is not None and base.source == "same model"
-        pair_test = paired_test(base.margin, cfg.alpha, cfg.beta) if base is not None and not same else None
+        pair_test = base.test(cfg.alpha, cfg.beta) if base is not None and not same else None
         tests = [t for t in (absolute, pair_test) if t is not None]
         # Sequential: rounds until every test has decided (or one fails); fixed-n: all items, one look.
         stream = AllOf(tests) if cfg.mode == "sequential" and tests else None

@@ -43,7 +43,7 @@ from edgeready.selfcheck import SentenceScorer, make_scorer
 from edgeready.selfcheck.cached import CachedScorer, scorer_identity
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
-from edgeready.sequential.paired import check_plan, losses, paired_test
+from edgeready.sequential.paired import check_plan, losses
 from edgeready.stats import Interval
 
 PROMPT = "This is a passage from Wikipedia about {concept}:"
@@ -182,7 +182,7 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
         evaluated0 = inputs.adapter.stats().prompt_tokens_evaluated
         test = hallucination_test(cfg) if cfg.mode == "sequential" else None
         base = inputs.baseline
-        pair_test = paired_test(base.margin, cfg.alpha, cfg.beta) if base and base.source != "same model" else None
+        pair_test = base.test(cfg.alpha, cfg.beta) if base and base.source != "same model" else None
         tests = [t for t in (test, pair_test) if t is not None]
         stream = AllOf(tests) if cfg.mode == "sequential" and tests else None
         out, theirs = _Passages(), _Passages()

@@ -24,7 +24,7 @@ from edgeready.records import GenerationRequest, QAItem, Response
 from edgeready.schema import Pair
 from edgeready.sequential.base import Decision, boundary, evalue_text
 from edgeready.sequential.betting import BettingMeanTest
-from edgeready.sequential.paired import difference_bounds, mcnemar_exact, newcombe_paired
+from edgeready.sequential.paired import difference_bounds, mcnemar_exact, newcombe_paired, paired_test
 
 
 @dataclass
@@ -37,6 +37,11 @@ class BaselineAnswers:
     margin: float
     adapter: Adapter | None = None
     records: dict[str, dict[str, Any]] | None = None
+    power_at: float = 0.0  # target `baseline.power_at`: where beta is controlled, as a share of the margin
+
+    def test(self, alpha: float, beta: float) -> BettingMeanTest:
+        """The paired test of this baseline's plan (edgeready/sequential/paired.py)."""
+        return paired_test(self.margin, alpha, beta, self.power_at)
 
     def texts(self, requests: Sequence[GenerationRequest], items: Sequence[QAItem],
               own: Sequence[Response]) -> list[str]:
@@ -82,11 +87,13 @@ def baseline_answers(run: RunResources, pair: Pair, gate: str) -> BaselineAnswer
     if base is None:  # the plugin refuses this before any model loads; a plain-Python caller gets it here
         raise ConfigError(f"target {pair.target.key} compares {gate} with a baseline but none was given "
                           "(baseline.candidate in the target, or --baseline)")
+    assert spec is not None
     if isinstance(base, BaselineRun):
-        return BaselineAnswers(base.name, "reports", margin, records=base.records(gate))
+        return BaselineAnswers(base.name, "reports", margin, records=base.records(gate), power_at=spec.power_at)
     if same_model(run, pair.candidate, base):
-        return BaselineAnswers(base.name, "same model", margin)
-    return BaselineAnswers(base.name, "model", margin, adapter=run.cached(Pair(base, pair.target)))
+        return BaselineAnswers(base.name, "same model", margin, power_at=spec.power_at)
+    return BaselineAnswers(base.name, "model", margin, adapter=run.cached(Pair(base, pair.target)),
+                           power_at=spec.power_at)
 
 
 def same_model(run: RunResources, candidate: Candidate, base: Candidate, *, prompts: bool = True) -> bool:
@@ -115,7 +122,7 @@ def paired_outcome(base: BaselineAnswers, test: BettingMeanTest, decision: Decis
         decision="pass" if decision.status == "pass" else "fail",
         stopped_by="budget" if decision.by_budget else f"{decision.status} boundary",
         log_evalue_pass=decision.log_evalue_pass, log_boundary_pass=boundary(test.alpha),
-        reason=_reason(decision, base.margin, test),
+        reason=_reason(decision, base, test), power_at=base.power_at,
         table={"both_right": both, "candidate_only": cand_only, "baseline_only": base_only, "neither": neither,
                "mcnemar_exact_p": mcnemar_exact(base_only, cand_only),
                "newcombe_difference": list(newcombe), "newcombe_confidence": confidence},
@@ -126,9 +133,10 @@ def paired_outcome(base: BaselineAnswers, test: BettingMeanTest, decision: Decis
     )
 
 
-def _reason(decision: Decision, margin: float, test: BettingMeanTest) -> str:
+def _reason(decision: Decision, base: BaselineAnswers, test: BettingMeanTest) -> str:
     """The decision in the paired test's own words (the loss), not those of the mean test it runs on."""
     assert test.beta is not None
+    margin = base.margin
     n, e_pass, e_fail = decision.n, evalue_text(decision.log_evalue_pass), evalue_text(decision.log_evalue_fail)
     if decision.status == "pass":
         return (f"the loss was shown below the margin {margin:g} after {n} pairs (e-value {e_pass} >= 1/alpha = "
@@ -136,8 +144,9 @@ def _reason(decision: Decision, margin: float, test: BettingMeanTest) -> str:
     if decision.by_budget:
         return (f"after {n} pairs the loss was not shown below the margin {margin:g} (e-value {e_pass} < 1/alpha = "
                 f"{1 / test.alpha:g}): not shown non-inferior")
-    return (f"the loss was shown above {margin / 2:g}, half the margin, after {n} pairs (e-value {e_fail} >= "
-            f"1/beta = {1 / test.beta:g})")
+    floor = base.power_at * margin
+    return (f"the loss was shown above {floor:g}{' (the candidate did worse)' if floor == 0 else ''} after {n} "
+            f"pairs (e-value {e_fail} >= 1/beta = {1 / test.beta:g}), so it is not shown within the margin")
 
 
 def identical_outcome(base: BaselineAnswers, alpha: float, n: int) -> PairedOutcome:
@@ -145,7 +154,7 @@ def identical_outcome(base: BaselineAnswers, alpha: float, n: int) -> PairedOutc
     answer is the same, so the loss is exactly 0; no test is needed, and the outcome says why."""
     return PairedOutcome(
         baseline=base.name, source=base.source, margin=base.margin, alpha=alpha, n=n, loss=0.0, loss_lower=0.0,
-        loss_upper=0.0, decision="pass", stopped_by="identical", log_evalue_pass=0.0,
+        loss_upper=0.0, decision="pass", stopped_by="identical", log_evalue_pass=0.0, power_at=base.power_at,
         log_boundary_pass=boundary(alpha),
         reason="the baseline is the candidate itself (same sha256 and prompt style): every answer is the same "
                "and the loss is exactly 0",
@@ -167,7 +176,7 @@ def scored_outcome(base: BaselineAnswers, test: BettingMeanTest, decision: Decis
         decision="pass" if decision.status == "pass" else "fail",
         stopped_by="budget" if decision.by_budget else f"{decision.status} boundary",
         log_evalue_pass=decision.log_evalue_pass, log_boundary_pass=boundary(test.alpha),
-        reason=_reason(decision, base.margin, test), regressions=sum(d > 0 for d, _, _ in moved),
+        reason=_reason(decision, base, test), power_at=base.power_at, regressions=sum(d > 0 for d, _, _ in moved),
         improvements=sum(d < 0 for d, _, _ in moved), flips=worse + better)
 
 

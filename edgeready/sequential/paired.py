@@ -7,9 +7,11 @@ hallucination rate). The question is whether the mean loss is below the margin m
 always-valid e-process (Waudby-Smith & Ramdas 2023), whatever the distribution of the pairs:
 
 - sup over pairs whose mean loss is >= m of P(the test ever passes) <= alpha (Ville's inequality);
-- sup over pairs whose mean loss is <= m / 2 of P(the test ever fails) <= beta: a candidate that loses at most
-  half the margin is failed with probability at most beta (the indifference zone is (m / 2, m) in loss, m / 4
-  in Y).
+- sup over pairs whose mean loss is <= a m of P(the test ever fails) <= beta, with a = `power_at` in [0, 1):
+  by default (a = 0, the usual non-inferiority design, powered at no difference) a candidate that loses
+  nothing is failed with probability at most beta; the indifference zone is (a m, m) in loss, (1 - a) m / 2
+  in Y. A larger a promises more (a candidate losing up to a m passes) and costs items: the test must then
+  tell m from a m, so it needs about 1 / (1 - a)^2 times the items at the margin (4x at a = 1/2).
 
 It is exact for any number of looks, so the same test serves a fixed-n gate (one look at the end) and a
 sequential one (a look after every round). Quantized rungs of one model agree on most items: a concordant pair
@@ -32,11 +34,14 @@ from edgeready.sequential.betting import BettingMeanTest
 from edgeready.stats import wilson
 
 
-def paired_test(margin: float, alpha: float, beta: float) -> BettingMeanTest:
-    """The non-inferiority test of a mean loss below `margin` (see the module docstring)."""
+def paired_test(margin: float, alpha: float, beta: float, power_at: float = 0.0) -> BettingMeanTest:
+    """The non-inferiority test of a mean loss below `margin`, beta controlled at a loss of
+    `power_at` * margin (see the module docstring)."""
     if not 0 < margin < 1:
         raise ValueError(f"margin must be within (0, 1), got {margin}")
-    return BettingMeanTest(threshold=(1 + margin) / 2, alpha=alpha, beta=beta, delta=margin / 4)
+    if not 0 <= power_at < 1:
+        raise ValueError(f"power_at must be within [0, 1), got {power_at}")
+    return BettingMeanTest(threshold=(1 + margin) / 2, alpha=alpha, beta=beta, delta=(1 - power_at) * margin / 2)
 
 
 def concordant_items_to_pass(margin: float, alpha: float, beta: float, most: int = 100_000) -> int | None:
