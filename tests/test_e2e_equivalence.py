@@ -56,7 +56,13 @@ def test_generation_bound_gates_are_reproduced_exactly(both):
     assert {k: v for k, v in new_seq.items() if k in old_seq} == old_seq
     assert new_seq["threshold"] == 0.2
     old_h, new_h = (v["gates"]["hallucination"]["measurement"]["details"] for v in (before, now))
-    assert old_h["per_passage"] == new_h["per_passage"] and old_h["sentence_rate"] == new_h["sentence_rate"]
+    # Sentence scores are cosine similarities of float32 embeddings: torch picks its kernels by CPU, so on
+    # another host they move in the 7th digit (2026-12-03, this VM: 1.5e-7 relative, from both this code and
+    # the recording's). Closer than float32 can promise would test the CPU, not the gate.
+    assert old_h["per_passage"].keys() == new_h["per_passage"].keys()
+    for concept, score in old_h["per_passage"].items():
+        assert math.isclose(score, new_h["per_passage"][concept], rel_tol=1e-5), concept
+    assert math.isclose(old_h["sentence_rate"], new_h["sentence_rate"], rel_tol=1e-5)
 
 
 @pytest.mark.e2e
