@@ -1,7 +1,7 @@
 # The benchmarks (docs/PERFORMANCE.md). Included by the Makefile (`include bench.mk`), which defines PY and
 # STAMP.
 #
-#   make bench                          # all five, one after another; table + reports/bench/
+#   make bench                          # all six, one after another; table + reports/bench/
 #   make bench BENCH_ARGS="--only cache,sequential"
 #
 # lm-evaluation-harness is not a dependency of the suite; `make bench` installs it (the `bench` extra,

@@ -92,10 +92,11 @@ class CachedAdapter(AdapterWrapper):
 
 def device_runtime(device: Any) -> dict[str, object]:
     """The runtime part of the key for a built `LlamaCppDevice` (see `runtime_key`)."""
-    return runtime_key(n_ctx=device.n_ctx, n_batch=device.chunk, prompt_style=device.prompt_style)
+    return runtime_key(n_ctx=device.n_ctx, n_batch=device.chunk, prompt_style=device.prompt_style,
+                       parallel=device.parallel)
 
 
-def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None) -> dict[str, object]:
+def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None, parallel: int = 1) -> dict[str, object]:
     """The runtime part of the key for `LlamaCppDevice`, from the settings alone (no model is loaded):
     runtime, version, build flags and the settings that change outputs.
 
@@ -106,6 +107,9 @@ def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None) -> dict[s
       it, so one request gives different texts under the two styles.
     - numpy: sampled requests (temperature > 0) draw from NumPy's Generator, whose streams NumPy does
       not promise to keep across versions.
+    - parallel (> 1 only, so single-stream keys stay as they were): with 4 or more rows in a decode, llama.cpp's
+      CPU kernels switch from a per-row product to a blocked one that rounds differently, so a batched
+      answer can differ from the single-stream one, and the batched decoder's source joins the key too.
     - threads is left out: llama.cpp's CPU matrix kernels split work by output rows, so each logit is
       computed the same way whatever the thread count (tests/test_device_adapter.py checks greedy texts
       at 1 vs 2 threads; sampled texts matched too in our checks). A setting that could change this
@@ -117,12 +121,18 @@ def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None) -> dict[s
 
     # The decoding loop is ours: any change to it (sampling, stops, chunking) must miss the cache.
     decoder = hashlib.sha256(Path(inspect.getfile(llama_cpp_device)).read_bytes()).hexdigest()[:16]
+    settings: dict[str, object] = {"n_ctx": n_ctx, "n_batch": min(n_batch, n_ctx), "prompt_style": prompt_style}
+    if parallel > 1:
+        from edgeready.adapters import llama_cpp_batch
+
+        settings["parallel"] = parallel
+        decoder += hashlib.sha256(Path(inspect.getfile(llama_cpp_batch)).read_bytes()).hexdigest()[:16]
     return {
         "decoder_source": decoder,
         "runtime": llama_cpp_device.RUNTIME,
         "version": llama_cpp.__version__,
         "system_info": llama_cpp_device.system_info(),
-        "settings": {"n_ctx": n_ctx, "n_batch": min(n_batch, n_ctx), "prompt_style": prompt_style},
+        "settings": settings,
         "numpy": np.__version__,
     }
 

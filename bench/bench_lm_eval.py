@@ -50,7 +50,7 @@ from edgeready.prompts import qa_request
 from edgeready.scoring.qa import score_response
 from edgeready.stats import wilson
 
-GOAL = 0.5
+GOAL = 0.25  # issue 16: at most a quarter of lm-eval at its fastest (the in-process backend)
 TASK = "edgeready_countries_qa"
 MIN_ACCURACY = 0.35
 CONFIDENCE = 0.95
@@ -104,7 +104,7 @@ name: bench-lm-eval
 role: device
 description: time-to-verdict benchmark against lm-evaluation-harness
 profile: {{device: benchmark host, ram_mb: 8192, app_memory_budget_mb: 2048, threads: {threads}, n_ctx: {n_ctx},
-  n_batch: {n_batch}}}
+  n_batch: {n_batch}, parallel: {parallel}}}
 gates:
   accuracy:
     dataset: {{kind: countries-kb}}
@@ -164,7 +164,7 @@ def child_inproc(task_dir: str, out_dir: str, model: str, threads: int) -> int:
 
 
 # -- the parent -----------------------------------------------------------------------------------
-def write_inputs(tmp: Path, n: int) -> tuple[Path, Path]:
+def write_inputs(tmp: Path, n: int, parallel: int) -> tuple[Path, Path]:
     items = questions(n, 0)
     data = tmp / "data" / "questions.jsonl"
     data.parent.mkdir(parents=True)
@@ -177,8 +177,10 @@ def write_inputs(tmp: Path, n: int) -> tuple[Path, Path]:
     (task_dir / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, data=data, max_tokens=MAX_TOKENS))
     (task_dir / "utils.py").write_text(UTILS_PY)
     target = tmp / "bench-lm-eval.yaml"
-    target.write_text(TARGET_YAML.format(n=n, threads=THREADS, n_ctx=N_CTX, n_batch=N_BATCH,
-                                         min_accuracy=MIN_ACCURACY, confidence=CONFIDENCE, max_tokens=MAX_TOKENS))
+    # Batched: 256 KV cells per sequence at least (a prompt and its answer need about 130).
+    target.write_text(TARGET_YAML.format(n=n, threads=THREADS, n_ctx=max(N_CTX, 256 * parallel), n_batch=N_BATCH,
+                                         parallel=parallel, min_accuracy=MIN_ACCURACY, confidence=CONFIDENCE,
+                                         max_tokens=MAX_TOKENS))
     return task_dir, target
 
 
@@ -277,6 +279,14 @@ def agreement(a: dict[str, tuple[str, bool]], b: dict[str, tuple[str, bool]]) ->
             "examples": [{"id": i, "edgeready": a[i][0], "lm_eval": b[i][0]} for i in text_diff[:3]]}
 
 
+def default_parallel() -> int:
+    """profile.parallel of thresholds/device/default.yaml: the suite as `make gate` runs it."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "thresholds" / "device" / "default.yaml").read_text())["profile"]
+    return int(profile.get("parallel", 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child-inproc"]:
@@ -285,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=2, help="rounds; the order of the sides alternates")
     ap.add_argument("--backend", choices=("both", "inproc", "server"), default="both")
+    ap.add_argument("--parallel", type=int, default=default_parallel(),
+                    help="edgeready's profile.parallel (default: the default device target's); lm-eval's "
+                         "llama.cpp LM decodes one sequence at a time")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (task, data, outputs)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -299,10 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     model = gemma_path()
     tmp = Path(tempfile.mkdtemp(prefix="edgeready-bench-lm-eval-"))
-    task_dir, target = write_inputs(tmp, args.n)
+    task_dir, target = write_inputs(tmp, args.n, args.parallel)
     backends = ["inproc", "server"] if args.backend == "both" else [args.backend]
     sides = ["edgeready", *(f"lm_eval_{b}" for b in backends)]
-    print(f"# time to verdict, {args.n} questions, threads={THREADS} everywhere, {args.rounds} round(s); temp {tmp}")
+    print(f"# time to verdict, {args.n} questions, threads={THREADS} everywhere, edgeready at parallel "
+          f"{args.parallel}, {args.rounds} round(s); temp {tmp}")
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
     try:
         for rnd in range(args.rounds):
@@ -329,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "lm_eval",
         "what": "time to verdict, fresh process each, model load included, same questions/prompts/model, 1 thread",
         "n_questions": args.n,
+        "edgeready_parallel": args.parallel,
         "rounds": args.rounds,
         "lm_eval_version": info["versions"]["lm_eval"],
         "wall_s": {s: [round(r["wall_s"], 2) for r in runs[s]] for s in sides},
@@ -346,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         best_ratio = max(best_ratio or 0.0, median(ratios))
     # The headline compares with the faster lm-eval setup: the conservative choice for edgeready's claim.
     result["ratio"] = round(best_ratio or 0.0, 4)
-    result["goal"] = f"edgeready/lm-eval <= {GOAL} (headline: against the faster lm-eval backend)"
+    result["goal"] = f"edgeready/lm-eval <= {GOAL} (headline: against the faster lm-eval backend, in-process)"
     result["goal_met"] = (best_ratio or 0.0) <= GOAL
     result["loadavg_end"] = machine()["loadavg_1_5_15"]
     for b in backends:

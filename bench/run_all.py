@@ -1,6 +1,6 @@
-"""Run the five benchmarks, one after another, and print one table of their ratios.
+"""Run the six benchmarks, one after another, and print one table of their ratios.
 
-    .venv/bin/python bench/run_all.py [--only overhead,lm_eval,sequential,cache,paired] [--out DIR]
+    .venv/bin/python bench/run_all.py [--only overhead,lm_eval,sequential,cache,paired,batched] [--out DIR]
 
 Each benchmark runs in its own process (so one's memory and threads never weigh on the next) and
 reports a `BENCH_RESULT {json}` line; they run one at a time because the host's cores are shared and two
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "sequential": ("bench_sequential.py", []),
     "cache": ("bench_cache.py", []),
     "paired": ("bench_paired.py", []),
+    "batched": ("bench_batched.py", []),
 }
 
 
@@ -71,8 +72,10 @@ def _lm_eval_rows(r: dict[str, Any]) -> list[Row]:
     for backend, label in (("inproc", "in-process LM, bundled tasks not indexed"),
                            ("server", "CLI local-completions + llama_cpp.server")):
         if f"ratio_vs_{backend}" in r:
-            rows.append((f"lm-eval: edgeready/lm-eval time to verdict ({r['n_questions']} q; {label})",
-                         f"{r[f'ratio_vs_{backend}']:.3f}", "<= 0.5", _yn(r[f"ratio_vs_{backend}"] <= 0.5)))
+            goal = 0.25 if backend == "inproc" else 0.5  # issue 16: the in-process LM is the headline
+            rows.append((f"lm-eval: edgeready (parallel {r.get('edgeready_parallel', 1)}) / lm-eval time to verdict "
+                         f"({r['n_questions']} q; {label})", f"{r[f'ratio_vs_{backend}']:.3f}", f"<= {goal}",
+                         _yn(r[f"ratio_vs_{backend}"] <= goal)))
     return rows
 
 
@@ -123,8 +126,28 @@ def _paired_rows(r: dict[str, Any]) -> list[Row]:
              _yn(x["ratio_sequential_vs_unpaired"] <= r["goal"])) for x in r["rows"]]
 
 
+def _batched_rows(r: dict[str, Any]) -> list[Row]:
+    goals = r["goals"]
+    rows: list[Row] = []
+    for s in r["selfcheck"]:
+        rows.append((f"batched: SelfCheck sampling tokens/s, adapter at parallel {s['best_parallel']} / raw "
+                     f"llama-cpp-python single stream (N={s['samples']}, {s['concepts']} concepts)",
+                     f"{s['best_vs_raw']:.3f}", f">= {goals['selfcheck']}",
+                     _yn(s["best_vs_raw"] >= goals["selfcheck"])))
+    a = r["accuracy"]
+    rows.append((f"batched: accuracy gate questions/s, adapter at parallel {a['best_parallel']} / raw single stream "
+                 f"({a['questions']} q)", f"{a['best_vs_raw']:.3f}", f">= {goals['accuracy']}",
+                 _yn(a["best_vs_raw"] >= goals["accuracy"])))
+    ag = r.get("agreement")
+    if ag:
+        for key in (k for k in ag if k.endswith("_differ")):
+            rows.append((f"batched: greedy answers differing from single stream, {key.removesuffix('_differ')} "
+                         f"(of {ag['questions']})", str(ag[key]), "0 or counted", "-"))
+    return rows
+
+
 _ROWS = {"overhead": _overhead_rows, "lm_eval": _lm_eval_rows, "sequential": _sequential_rows,
-         "cache": _cache_rows, "paired": _paired_rows}
+         "cache": _cache_rows, "paired": _paired_rows, "batched": _batched_rows}
 
 
 def rows_for(r: dict[str, Any]) -> list[Row]:

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--n-ctx", type=int, required=True)
     ap.add_argument("--n-batch", type=int, required=True)
+    ap.add_argument("--parallel", type=int, default=1, help="sequences decoded together (profile.parallel)")
     ap.add_argument("--prompt-style", choices=("few-shot", "chat"), default="few-shot")
     ap.add_argument("--prompts", type=Path, required=True, help="JSON list of GenerationRequest dicts")
     args = ap.parse_args(argv)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         after_load_rss = after_answer_rss = _rss()
     else:
         device = LlamaCppDevice(args.model, threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch,
-                                prompt_style=args.prompt_style)
+                                prompt_style=args.prompt_style, parallel=args.parallel)
         after_load_rss = _rss()
         responses = device.generate(requests)
         after_answer_rss = _rss()

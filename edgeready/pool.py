@@ -107,7 +107,8 @@ class AdapterPool:
         from edgeready.adapters.deferred import DeferredAdapter
 
         prof, cand = pair.target.profile, pair.candidate
-        runtime = runtime_key(n_ctx=prof.n_ctx, n_batch=prof.n_batch, prompt_style=cand.prompt_style)
+        runtime = runtime_key(n_ctx=prof.n_ctx, n_batch=prof.n_batch, prompt_style=cand.prompt_style,
+                              parallel=prof.parallel)
         model = self.model(cand)
         # The model is loaded on the first miss only: a fully cached re-run never loads it.
         device = DeferredAdapter(lambda: self.live(pair), name=cand.name, description={
@@ -157,7 +158,7 @@ class AdapterPool:
 
         prof = pair.target.profile
         return LlamaCppDevice(self.model(cand).path, threads=prof.threads, n_ctx=prof.n_ctx, n_batch=prof.n_batch,
-                              name=cand.name, prompt_style=cand.prompt_style)
+                              name=cand.name, prompt_style=cand.prompt_style, parallel=prof.parallel)
 
     def _server_adapter(self, cand: Candidate, pair: Pair) -> tuple[OpenAIServerAdapter, LlamaCppServer | None]:
         from edgeready.adapters.openai_server import OpenAIServerAdapter

@@ -75,6 +75,10 @@ class Profile(Strict):
     # Prompt tokens per decode. It sizes llama.cpp's compute buffer (n_batch x n_vocab logits), so
     # it is a memory setting as much as a speed one; 64 keeps Gemma's 262k vocabulary at 64 MiB.
     n_batch: int = Field(default=64, ge=1, le=4096)
+    # Sequences the device adapter decodes together in one llama.cpp batch (llama-server's slots): each gets
+    # n_ctx / parallel KV cells. 1 = one at a time. Answers may differ from parallel 1 (README "Batched
+    # decoding"), so the generation store keys them apart; the memory gate measures with the same setting.
+    parallel: int = Field(default=1, ge=1, le=64)
     battery: Battery | None = None
     power: PowerModel | None = None
     network: NetworkProfile | None = None

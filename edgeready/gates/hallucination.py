@@ -300,11 +300,15 @@ def _round(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: Senten
     to score)."""
     out, theirs = outs
     rows: list[Any] = []
-    for concept in inputs.concepts[start:stop]:
-        record = _passage(inputs.adapter, concept, cfg, scorer, out)
+    concepts = inputs.concepts[start:stop]
+    records = _passages(inputs.adapter, concepts, cfg, scorer, out)
+    base = inputs.baseline
+    generated = (_passages(base.adapter, concepts, cfg, scorer, theirs) if base is not None and base.adapter
+                 is not None and base.source == "model" else [None] * len(concepts))
+    for concept, record, got in zip(concepts, records, generated, strict=True):
         out.records.append(record)
-        if inputs.baseline is not None:
-            _baseline_passage(inputs.baseline, record, concept, cfg, scorer, theirs)
+        if base is not None:
+            _baseline_passage(base, record, concept, got)
         if record["score"] is None:
             rows.append(None)
             continue
@@ -315,14 +319,15 @@ def _round(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: Senten
     return rows
 
 
-def _baseline_passage(base: BaselineAnswers, record: dict[str, Any], concept: str, cfg: HallucinationConfig,
-                      scorer: SentenceScorer, theirs: _Passages) -> None:
-    """The baseline's passage score for the concept, on the record: generated and scored alike, read from its
-    run, or the candidate's own (the same model). A baseline passage with no sentence counts as agreeing."""
+def _baseline_passage(base: BaselineAnswers, record: dict[str, Any], concept: str,
+                      generated: dict[str, Any] | None) -> None:
+    """The baseline's passage score for the concept, on the record: `generated` and scored alike (by
+    _passages), read from its run, or the candidate's own (the same model). A baseline passage with no
+    sentence counts as agreeing."""
     if base.source == "same model":
         got: dict[str, Any] = {"score": record["score"], "passage": record["passage"]}
-    elif base.adapter is not None:
-        got = _passage(base.adapter, concept, cfg, scorer, theirs)
+    elif generated is not None:
+        got = generated
     else:
         got = base.recorded(concept, PROMPT.format(concept=concept))
     score = got.get("score")
@@ -348,29 +353,36 @@ def _paired(base: BaselineAnswers | None, test: BettingMeanTest | None, scored: 
     return scored_outcome(base, test, decision, cfg.alpha, pairs)
 
 
-def _passage(adapter: Adapter, concept: str, cfg: HallucinationConfig, scorer: SentenceScorer,
-             out: _Passages) -> dict[str, Any]:
-    """One concept: a greedy passage and N samples from `adapter`, its sentences scored against the samples."""
-    reqs = [request_for(concept, cfg, cfg.seed, 0.0)] + [
-        request_for(concept, cfg, cfg.seed + i, 1.0) for i in range(1, cfg.samples + 1)]
+def _passages(adapter: Adapter, concepts: list[str], cfg: HallucinationConfig, scorer: SentenceScorer,
+              out: _Passages) -> list[dict[str, Any]]:
+    """Each concept: a greedy passage and N samples from `adapter`, its sentences scored against the samples.
+    The round's requests go in one call, so a batched device adapter (profile `parallel`) keeps its slots full
+    across concepts; each request's text depends only on itself (prompt and seed), not on what came along."""
+    per = cfg.samples + 1
+    reqs = [r for concept in concepts for r in [request_for(concept, cfg, cfg.seed, 0.0)] + [
+        request_for(concept, cfg, cfg.seed + i, 1.0) for i in range(1, per)]]
     t0 = time.perf_counter()
-    main, *samples = adapter.generate(reqs)
+    answers = adapter.generate(reqs)
     out.generation_s += time.perf_counter() - t0
-    out.completion_tokens += main.completion_tokens + sum(s.completion_tokens for s in samples)
-    passage = clean_passage(main.text)
-    evidence = [clean_passage(s.text) for s in samples]
-    sents = sentences_of(passage)
-    t1 = time.perf_counter()
-    scores = scorer.score(sents, evidence) if sents else []
-    out.scoring_s += time.perf_counter() - t1
-    return {
-        "id": concept,
-        "prompt": reqs[0].prompt,
-        "passage": passage,
-        "samples": evidence,
-        "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
-        "score": float(np.mean(scores)) if scores else None,
-    }
+    out.completion_tokens += sum(a.completion_tokens for a in answers)
+    records = []
+    for k, concept in enumerate(concepts):
+        main, *samples = answers[k * per:(k + 1) * per]
+        passage = clean_passage(main.text)
+        evidence = [clean_passage(s.text) for s in samples]
+        sents = sentences_of(passage)
+        t1 = time.perf_counter()
+        scores = scorer.score(sents, evidence) if sents else []
+        out.scoring_s += time.perf_counter() - t1
+        records.append({
+            "id": concept,
+            "prompt": reqs[k * per].prompt,
+            "passage": passage,
+            "samples": evidence,
+            "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
+            "score": float(np.mean(scores)) if scores else None,
+        })
+    return records
 
 
 def _bootstrap(sums: np.ndarray, counts: np.ndarray, confidence: float, resamples: int, seed: int) -> Interval:

@@ -71,7 +71,7 @@ def run_probe(
     cmd = [sys.executable, "-m", "edgeready.memprobe", *(["--model", str(model)] if model else []),
            "--threads", str(profile.threads),
            "--n-ctx", str(profile.n_ctx), "--n-batch", str(profile.n_batch), "--prompt-style", prompt_style,
-           "--prompts", prompts]
+           "--parallel", str(profile.parallel), "--prompts", prompts]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=PROJECT_ROOT)
     finally:
@@ -107,6 +107,7 @@ def measure_memory(
         method="measured",
         meter=probe["meter"],
         provenance={"model": str(model), "sha256": sha256, "n_ctx": profile.n_ctx, "n_batch": profile.n_batch,
+                    "parallel": profile.parallel,
                     "threads": profile.threads},
         details={
             "weights_mb": summary.weights_mb,
@@ -144,6 +145,7 @@ def measure_server_memory(
         method="measured",
         meter=f"VmHWM of llama_cpp.server (pid {pid})",
         provenance={"model": str(model), "sha256": sha256, "n_ctx": profile.n_ctx, "n_batch": profile.n_batch,
+                    "parallel": profile.parallel,
                     "threads": profile.threads},
         details={
             "weights_mb": summary.weights_mb,

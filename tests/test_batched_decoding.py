@@ -1,0 +1,125 @@
+"""Batched multi-sequence decoding (profile `parallel`, adapters/llama_cpp_batch.py) on the real packaged model.
+
+What must hold: batched greedy answers are the single-stream ones (checked here on a sample; on all 854
+embedded questions by bench/bench_batched.py, docs/PERFORMANCE.md); sampled answers are reproducible per seed;
+a request that does not fit one slot is a configuration error naming the largest `parallel` that fits; a
+decode llama.cpp refuses is a measurement error, never a shorter answer; the store keys batched answers apart.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeready.adapters.cached import runtime_key
+from edgeready.adapters.llama_cpp_device import LlamaCppDevice
+from edgeready.datasets.countries import load_countries_qa
+from edgeready.datasets.sampling import stratified_sample
+from edgeready.errors import ConfigError, MeasurementError
+from edgeready.prompts import qa_request
+from edgeready.records import GenerationRequest
+from edgeready.schema import Profile
+
+
+@pytest.fixture(scope="module")
+def questions():
+    return [qa_request(it, 16) for it in stratified_sample(load_countries_qa(), 24, 3)]
+
+
+@pytest.fixture(scope="module")
+def single(gemma_path):
+    device = LlamaCppDevice(gemma_path, threads=2, n_ctx=2048)
+    yield device
+    device.close()
+
+
+def _samples(concept: str, n: int) -> list[GenerationRequest]:
+    """The hallucination gate's shape: one greedy passage and n samples of one prompt, each its own seed."""
+    return [GenerationRequest(prompt=f"{concept} is", max_tokens=24, temperature=1.0 if i else 0.0, seed=i)
+            for i in range(n + 1)]
+
+
+@pytest.mark.parametrize("parallel", [2, 8])
+def test_batched_greedy_answers_are_the_single_stream_ones(gemma_path, single, questions, parallel):
+    want = [r.text for r in single.generate(questions)]
+    batched = LlamaCppDevice(gemma_path, threads=2, n_ctx=2048, parallel=parallel)
+    try:
+        # Two calls: the second starts from the preamble the first left in its slots.
+        got = [r.text for r in batched.generate(questions[:10])] + [r.text for r in batched.generate(questions[10:])]
+        assert batched.describe()["parallel"] == parallel
+        stats = batched.stats()
+    finally:
+        batched.close()
+    assert got == want
+    assert stats.prompt_tokens_reused > stats.prompt_tokens_evaluated  # the few-shot preamble was shared
+
+
+def test_with_fewer_than_four_rows_sampled_answers_are_the_single_stream_ones(gemma_path, single):
+    """Up to three rows a decode runs llama.cpp's per-row kernels, as a single stream does: even sampled texts
+    match exactly (from four rows on, blocked kernels round differently: the store keys them apart)."""
+    reqs = _samples("Lisbon", 2)
+    want = [r.text for r in single.generate(reqs)]
+    batched = LlamaCppDevice(gemma_path, threads=2, n_ctx=2048, parallel=3)
+    try:
+        assert [r.text for r in batched.generate(reqs)] == want
+    finally:
+        batched.close()
+
+
+def test_batched_samples_are_reproducible_per_seed(gemma_path):
+    reqs = _samples("Nairobi", 4) + _samples("Quito", 4)
+    batched = LlamaCppDevice(gemma_path, threads=2, n_ctx=2048, parallel=8)
+    try:
+        first = batched.generate(reqs)
+        again = batched.generate(reqs)
+    finally:
+        batched.close()
+    assert [r.text for r in first] == [r.text for r in again]
+    samples = [r.text for r in first[1:5]]
+    assert len(set(samples)) > 1  # different seeds draw different passages
+    assert all(r.timings.first_token_s is not None and r.timings.first_token_s <= r.timings.total_s for r in first)
+    assert first[0].completion_tokens > 0 and first[0].timings.prompt_eval_s > 0
+
+
+def test_a_request_that_does_not_fit_one_slot_names_the_largest_parallel_that_fits(gemma_path, questions):
+    batched = LlamaCppDevice(gemma_path, threads=2, n_ctx=512, parallel=8)  # 64 cells a slot
+    try:
+        with pytest.raises(ConfigError, match=r"profile.parallel 8: .* the largest parallel that fits is [1-4]\b"):
+            batched.generate(questions[:2])
+    finally:
+        batched.close()
+
+
+def test_a_refused_decode_is_a_measurement_error_never_a_short_answer(gemma_path, questions, monkeypatch):
+    """llama.cpp's refusal (no free KV cells) injected at its return code: this test fakes llama_decode's answer
+    only, the decoder around it is the real one."""
+    import llama_cpp
+
+    import edgeready.adapters.llama_cpp_batch as batch
+
+    real_decode = llama_cpp.llama_decode
+    batched = LlamaCppDevice(gemma_path, threads=2, n_ctx=2048, parallel=4)
+    try:
+        monkeypatch.setattr(batch.llama_cpp, "llama_decode", lambda ctx, b: 1)
+        with pytest.raises(MeasurementError, match="no free KV cells"):
+            batched.generate(questions[:4])
+        monkeypatch.setattr(batch.llama_cpp, "llama_decode", real_decode)
+        # The failed call left nothing behind: the next one answers as a fresh adapter would.
+        assert [r.text for r in batched.generate(questions[:4])] == [
+            r.text for r in LlamaCppDevice(gemma_path, threads=2, n_ctx=2048).generate(questions[:4])]
+    finally:
+        batched.close()
+
+
+def test_the_store_keys_batched_answers_apart_and_single_stream_keys_are_unchanged():
+    one = runtime_key(n_ctx=2048, n_batch=64, prompt_style="few-shot")
+    assert runtime_key(n_ctx=2048, n_batch=64, prompt_style="few-shot", parallel=1) == one
+    assert "parallel" not in one["settings"]
+    eight = runtime_key(n_ctx=2048, n_batch=64, prompt_style="few-shot", parallel=8)
+    assert eight["settings"]["parallel"] == 8 and eight["decoder_source"] != one["decoder_source"]
+
+
+def test_profile_parallel_is_validated():
+    base = {"device": "d", "ram_mb": 1024, "app_memory_budget_mb": 512, "threads": 2, "n_ctx": 1024}
+    assert Profile(**base).parallel == 1
+    with pytest.raises(ValueError, match="parallel"):
+        Profile(**base, parallel=0)
