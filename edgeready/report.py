@@ -110,6 +110,8 @@ def _cell(r: GateResult) -> str:
     m = r.measurement
     if m.gate == "memory":
         return f"{r.status.upper()} peak {m.value:.0f} MB, weights {m.details['weights_mb']:.0f} MB"
+    if m.gate == "speed":
+        return _speed_cell(r)
     unit = f" {m.unit}" if m.unit else ""
     ci = f" [{m.interval.low:.3g}, {m.interval.high:.3g}]" if m.interval is not None else ""
     est = " (est.)" if m.method == "estimated" else ""
@@ -118,6 +120,52 @@ def _cell(r: GateResult) -> str:
     n = f"n={seq.items_used}/{seq.max_items} seq." if seq is not None else f"n={m.n}"
     paired = f", loss {m.paired.loss:+.3g} vs base" if m.paired is not None else ""
     return f"{r.status.upper()} {m.value:.3g}{unit}{ci} {n}{est}{paired}"
+
+
+def _speed_cell(r: GateResult) -> str:
+    assert r.measurement is not None  # _cell shows a result without one as ERROR
+    d = r.measurement.details
+    t, b = d["ttft"], d["tg_batched"]
+    batched = f", x{b['parallel']} {b['tokens_per_s']:.1f} t/s" if b.get("measured") else ""
+    return (f"{r.status.upper()} TTFT p50 {t['p50_s']:.3f}/p95 {t['p95_s']:.3f} s, pp {d['pp']['tokens_per_s']:.0f} "
+            f"t/s, tg {d['tg']['tokens_per_s']:.1f} t/s{batched}{'' if r.checks else ' (report only)'}")
+
+
+def _rate(fig: dict[str, Any]) -> str:
+    """mean +- sd (label, repetitions), as llama-bench prints a rate."""
+    sd = f" ± {fig['sd']:.3g}" if fig.get("sd") is not None else ""
+    return f"{fig['tokens_per_s']:.4g}{sd} ({fig.get('label', '')}, r={fig['n']})"
+
+
+def speed_markdown(results: list[GateResult]) -> list[str]:
+    """The speed gate's figures per pair: TTFT, pp and tg tokens/s single and batched, and what was gated."""
+    rows = []
+    for r in results:
+        m = r.measurement
+        if r.gate != "speed" or m is None:
+            continue
+        t, b = m.details["ttft"], m.details["tg_batched"]
+        bound = (f"{t['p95_upper_bound_s']:.3f}" if t["p95_upper_bound_s"] is not None
+                 else f"n/a (needs {t['p95_upper_bound_needs']})")
+        batched = (f"{_rate(b)}, B={b['parallel']}, x{b['speedup_vs_single']:.2f}" if b.get("measured")
+                   else f"not measured: {b['reason']}")
+        gated = ", ".join(f"{c.name} {'ok' if c.passed else 'FAIL'}" for c in r.checks) or "report only"
+        rows.append(f"| {r.pair} | {t['p50_s']:.3f} | {t['p95_s']:.3f} | {bound} | {t['n']} | "
+                    f"{_rate(m.details['pp'])} | {_rate(m.details['tg'])} | {batched} | {gated} |")
+    if not rows:
+        return []
+    return [
+        "## Speed (llama-bench style)",
+        "",
+        "Timed on the host that ran the suite with each target's threads, context and batch size; greedy; "
+        "rates are mean ± sd over the repetitions; TTFT keeps the shared few-shot preamble cached.",
+        "",
+        "| pair | TTFT p50 s | TTFT p95 s | p95 upper bound s | n | pp tokens/s | tg tokens/s (single) "
+        "| tg tokens/s (batched) | gated |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def table_rows(results: list[GateResult]) -> tuple[list[str], list[list[str]]]:
@@ -188,6 +236,7 @@ def summary_markdown(results: list[GateResult], doc: dict[str, Any]) -> str:
         "",
     ]
     lines += comparison_markdown(results)
+    lines += speed_markdown(results)
     lines += regressions_markdown(results)
     for r in results:
         if r.status != "pass":

@@ -5,7 +5,15 @@ same way from any module pytest imports (a conftest.py, a `-p` plugin, a pytest1
 "Adding a gate" says which files a new gate touches.
 """
 
-from edgeready.gates import accuracy, conformance, energy, hallucination, latency, memory  # noqa: F401 (register)
+from edgeready.gates import (  # noqa: F401 (register)
+    accuracy,
+    conformance,
+    energy,
+    hallucination,
+    latency,
+    memory,
+    speed,
+)
 from edgeready.gates.base import Gate, RunResources, StashKey, gate_named, gate_names, gates, register, unregister
 
 __all__ = ["Gate", "RunResources", "StashKey", "gate_named", "gate_names", "gates", "register", "unregister"]
