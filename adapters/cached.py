@@ -25,8 +25,8 @@ from edgeready.records import GenerationRequest, Response
 class CachedAdapter(AdapterWrapper):
     """Wraps `inner` (any Adapter) with `store`. `model_sha256` and `runtime` enter every key (see
     edgeready/cache.py); `chunk_size` requests go to `inner.generate` per call, each chunk committed
-    before the next starts. 1 costs nothing with the device adapter, whose KV-cache prefix reuse
-    lives across calls."""
+    before the next starts. 1 costs nothing with the single-stream device adapter, whose KV-cache prefix
+    reuse lives across calls; a batched one (parallel > 1) needs several requests per call to batch them."""
 
     def __init__(self, inner: Adapter, store: GenerationStore, *, model_sha256: str, runtime: Mapping[str, Any],
                  chunk_size: int = 1):

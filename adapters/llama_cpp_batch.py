@@ -84,6 +84,7 @@ class BatchDecoder:
         self._batch = internals.LlamaBatch(n_tokens=max(chunk, parallel), embd=0, n_seq_max=1, verbose=False)
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_reused = 0
+        self.widest = 0  # the most sequences one generation decode has carried (is the batching real?)
         # The tokens whose cells each slot holds from position 0 (a running job's prompt; after it finished,
         # its preamble only).
         self._held: dict[int, list[int]] = {}
@@ -198,6 +199,7 @@ class BatchDecoder:
         for i, job in enumerate(queued):
             b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i] = job.out[-1], job.pos, 1, job.slot, True
         b.n_tokens = len(queued)
+        self.widest = max(self.widest, len(queued))
         self._decode(f"{len(queued)} sequences")
         for i, job in enumerate(queued):
             job.logits = self._logits(i)

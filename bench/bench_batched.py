@@ -6,7 +6,7 @@ In one process, one side at a time (never two model jobs at once), on the packag
 2 threads:
 
 1. Agreement: greedy answers of the accuracy gate's requests (max_tokens 16) on --agreement embedded
-   questions, single-stream vs batched (parallel 2 and 8): how many differ.
+   questions, single-stream vs batched (parallel 2, 4, 8 and 16): how many differ.
 2. SelfCheck sampling: the hallucination gate's requests (per concept a greedy passage and N samples at
    temperature 1, 80 tokens) for --concepts concepts, N = 4 and 8, all in one call as the gate sends a round;
    generated tokens/s of raw llama-cpp-python single stream (`create_completion`, its own sampler over the
@@ -30,6 +30,7 @@ from typing import Any
 from bench_common import RESULT_PREFIX, gemma_path, machine, questions
 
 PARALLEL = (1, 2, 4, 8, 16)
+AGREEMENT = (2, 4, 8, 16)  # parallel settings whose greedy answers are compared with single stream
 THREADS, N_CTX = 2, 4096  # 4096 cells: 256 per sequence at parallel 16 (a SelfCheck request needs about 90)
 GOAL_SELFCHECK, GOAL_ACCURACY = 1.8, 1.5
 
@@ -51,12 +52,12 @@ def agreement(n: int) -> dict[str, Any]:
 
     reqs = [qa_request(it, 16) for it in questions(n)]
     texts = {}
-    for parallel in (1, 2, 8):
+    for parallel in (1, *AGREEMENT):
         dev = _device(parallel)
         texts[parallel] = [r.text for r in dev.generate(reqs)]
         dev.close()
     out: dict[str, Any] = {"questions": len(reqs)}
-    for parallel in (2, 8):
+    for parallel in AGREEMENT:
         differ = [i for i, (a, b) in enumerate(zip(texts[1], texts[parallel], strict=True)) if a != b]
         out[f"parallel_{parallel}_differ"] = len(differ)
         out[f"parallel_{parallel}_examples"] = [{"question": reqs[i].prompt.rsplit("Question:", 1)[-1].strip(),

@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # imported late: a configuration error must not pay for llama
 
 
 MAX_OPEN = 2
+# Requests per call to a batched device adapter through the store: enough to keep its slots full (continuous
+# batching within a call), few enough that an interrupted run loses little (a chunk is committed when done).
+CHUNKS_PER_SLOT = 4
 
 
 @dataclass
@@ -89,7 +92,7 @@ class AdapterPool:
     # -- adapters ---------------------------------------------------------------------------------
     def live(self, pair: Pair) -> Adapter:
         prof = pair.target.profile
-        key = (pair.candidate.name, pair.role, prof.threads, prof.n_ctx, prof.n_batch)
+        key = (pair.candidate.name, pair.role, prof.threads, prof.n_ctx, prof.n_batch, prof.parallel)
         opened = self._open.pop(key, None)
         if opened is None:
             while len(self._open) >= MAX_OPEN:
@@ -117,7 +120,10 @@ class AdapterPool:
             "threads": prof.threads, "n_ctx": prof.n_ctx, "prompt_style": cand.prompt_style})
         store = self.store()
         assert store is not None
-        return CachedAdapter(device, store, model_sha256=model.sha256, runtime=runtime)
+        # A batched adapter needs several requests per call to fill its slots (one at a time it decodes one
+        # sequence); 4 slots' worth keeps them full through a chunk and commits at most that many answers late.
+        return CachedAdapter(device, store, model_sha256=model.sha256, runtime=runtime,
+                             chunk_size=CHUNKS_PER_SLOT * prof.parallel if prof.parallel > 1 else 1)
 
     def store(self) -> GenerationStore | None:
         if not self.use_cache:

@@ -17,7 +17,8 @@ from edgeready.datasets.sampling import stratified_sample
 from edgeready.errors import ConfigError, MeasurementError
 from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest
-from edgeready.schema import Profile
+from edgeready.schema import Pair, Profile
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,23 @@ def test_profile_parallel_is_validated():
     assert Profile(**base).parallel == 1
     with pytest.raises(ValueError, match="parallel"):
         Profile(**base, parallel=0)
+
+
+def test_a_gate_run_through_the_store_reaches_the_decoder_several_requests_at_a_time(tmp_path, questions):
+    """The gates call the store-wrapped adapter (AdapterPool.cached): were it to pass one request per call,
+    a batched adapter would decode one sequence at a time and `parallel` would buy nothing."""
+    from edgeready.candidates import resolve_candidate
+    from edgeready.pool import AdapterPool
+    from edgeready.targets import load_target
+
+    target = load_target(ROOT / "tests/fixtures/targets/e2e-speed-parallel.yaml")
+    pair = Pair(resolve_candidate("gemma3-270m-q4km", ROOT / "candidates"), target)
+    pool = AdapterPool(tmp_path, ROOT / "candidates")  # a fresh store: every request is a miss
+    try:
+        answers = pool.cached(pair).generate(questions[:12])
+        live = pool.live(pair)
+        assert live.describe()["parallel"] == target.profile.parallel == 4
+        assert live._batcher.widest == 4  # type: ignore[attr-defined]
+        assert all(a.text for a in answers)
+    finally:
+        pool.close()

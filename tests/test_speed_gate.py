@@ -204,6 +204,7 @@ def test_batched_figures_and_memory_with_the_profile_parallel_setting(tmp_path):
     d = gates["speed"]["measurement"]["details"]
     b = d["tg_batched"]
     assert b["measured"] is True and b["parallel"] == 4 == d["settings"]["parallel"] and b["n"] == 2
+    assert b["label"] == "tg16 x4"
     assert b["tokens_requested"] == 4 * 16 and all(0 < t <= 64 for t in b["tokens_generated"])
     assert b["speedup_vs_single"] == pytest.approx(b["tokens_per_s"] / d["tg"]["tokens_per_s"])
     assert gates["speed"]["measurement"]["provenance"]["adapter"]["parallel"] == 4

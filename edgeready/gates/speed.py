@@ -368,7 +368,7 @@ def _batched(adapter: Adapter, items: list[QAItem], cfg: SpeedConfig, parallel: 
         records.append({"id": f"tg-batched-{rep}", "kind": "tg_batched", "parallel": b, "wall_s": wall,
                         "completion_tokens": [r.completion_tokens for r in rs], "tokens_per_s": tokens / wall})
     summary = _mean_sd(samples, cfg.confidence, lower=False)
-    return {"measured": True, "parallel": b, **summary,
+    return {"measured": True, "parallel": b, **summary, "label": f"tg{cfg.tg_tokens} x{b}",
             "tokens_generated": [sum(r["completion_tokens"]) for r in records],
             "tokens_requested": b * cfg.tg_tokens, "warmup_calls": 1,
             "speedup_vs_single": summary["tokens_per_s"] / single["tokens_per_s"],
