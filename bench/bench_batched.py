@@ -21,13 +21,11 @@ Goals (issue 16): SelfCheck sampling >= 1.8x raw single stream, accuracy >= 1.5x
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from bench_common import RESULT_PREFIX, gemma_path, machine, questions
+from bench_common import emit, gemma_path, machine, questions
 
 PARALLEL = (1, 2, 4, 8, 16)
 AGREEMENT = (2, 4, 8, 16)  # parallel settings whose greedy answers are compared with single stream
@@ -152,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                        "selfcheck_met": all(s["best_vs_raw"] >= GOAL_SELFCHECK for s in result["selfcheck"]),
                        "accuracy_met": result["accuracy"]["best_vs_raw"] >= GOAL_ACCURACY}
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(RESULT_PREFIX + json.dumps(result))
+    emit(result, args.json)
     return 0
 
 

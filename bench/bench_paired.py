@@ -35,7 +35,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from bench_common import RESULT_PREFIX, ROOT
+from bench_common import ROOT, emit
 
 from tests.conftest import SHARED_DATA, run_gate
 
@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
               "goal": GOAL, "goal_met_everywhere": max(ratios) <= GOAL,
               "goal_reachable_rows": len(reachable),
               "goal_met_where_reachable": all(r["ratio_sequential_vs_unpaired"] <= GOAL for r in reachable)}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(RESULT_PREFIX + json.dumps(result))
+    emit(result, args.json)
     return 0
 
 

@@ -141,8 +141,9 @@ def _batched_rows(r: dict[str, Any]) -> list[Row]:
     ag = r.get("agreement")
     if ag:
         for key in (k for k in ag if k.endswith("_differ")):
-            rows.append((f"batched: greedy answers differing from single stream, {key.removesuffix('_differ')} "
-                         f"(of {ag['questions']})", str(ag[key]), "0 or counted", "-"))
+            setting = key.removesuffix("_differ").replace("_", " ")
+            rows.append((f"batched: greedy answers differing from single stream, {setting} (of {ag['questions']})",
+                         str(ag[key]), "0 or counted", "-"))
     return rows
 
 
