@@ -1,6 +1,7 @@
 """An adapter that answers repeated requests from the generation store and generates only the rest.
 
-Responses are stored one by one as they are produced, so a run killed half-way keeps its finished
+Responses are stored as they are produced, a chunk of requests at a time (one for the single-stream device
+adapter, 4 x parallel for a batched one: edgeready/pool.py), so a run killed half-way keeps its finished
 work and the next run generates only what is missing. Cached responses keep the timings of the run
 that produced them; `meta["cache"]` says "hit" or "miss", and latency or energy gates must measure
 live generations only (wrap the adapter with the cache for accuracy-type gates, not for those).
@@ -107,9 +108,10 @@ def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None, parallel:
       it, so one request gives different texts under the two styles.
     - numpy: sampled requests (temperature > 0) draw from NumPy's Generator, whose streams NumPy does
       not promise to keep across versions.
-    - parallel (> 1 only, so single-stream keys stay as they were): with 4 or more rows in a decode, llama.cpp's
-      CPU kernels switch from a per-row product to a blocked one that rounds differently, so a batched
-      answer can differ from the single-stream one, and the batched decoder's source joins the key too.
+    - parallel (> 1 only, so single-stream keys stay as they were): a batched step decodes a fixed number of
+      rows (parallel rounded up to 4), and llama.cpp's CPU kernels round differently with the row count, so a
+      batched answer can differ from the single-stream one and from another parallel's; the batched
+      decoder's source joins the key too.
     - threads is left out: llama.cpp's CPU matrix kernels split work by output rows, so each logit is
       computed the same way whatever the thread count (tests/test_device_adapter.py checks greedy texts
       at 1 vs 2 threads; sampled texts matched too in our checks). A setting that could change this

@@ -16,6 +16,19 @@ once, so generated tokens per second rise with B until compute binds. The decode
 
 A decode llama.cpp refuses (no free KV cells) is a MeasurementError, never a shorter answer; a request that
 cannot fit one slot's share of the context is a ConfigError naming the largest `parallel` that fits.
+
+Fixed rows: llama.cpp's CPU kernels choose by the number of rows in a product (from 4 rows, a blocked
+product over groups of 4, which rounds differently from the one-row product; a remainder of 1-3 rows goes
+the one-row way). Were a step to decode only the running sequences, a request's tokens would depend on how
+many others happened to share its steps (the call's other requests, a round's size, which answers the
+store already had): measured, 28 of 30 sampled SelfCheck texts changed between one call and one call per
+concept, since a draw from the full vocabulary's long tail turns on the last bits of its probability.
+So every generation step decodes the same `rows` rows (`parallel` rounded up to a multiple of 4), one per
+slot, a free slot's row a dummy token whose cell is dropped after: each row is then computed by the same
+kernel whatever its companions, and a request's answer depends on the request and `parallel` alone. It is
+still not single stream's (one row): a near-tie can resolve differently, so the store keys batched answers
+by `parallel`, and docs/PERFORMANCE.md counts the differences. The dummies cost compute when few sequences
+run (the tail of a call, short answers), not memory reads.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from llama_cpp._utils import suppress_stdout_stderr
 from edgeready.errors import ConfigError, MeasurementError
 from edgeready.records import GenerationRequest, Response, Timings
 
+ROW_BLOCK = 4  # llama.cpp's blocked CPU products take rows in groups of 4 ("Fixed rows" above)
 # (logits, temperature, generator, want the log-probability) -> (token, its log-probability or 0)
 Pick = Callable[[np.ndarray, float, np.random.Generator, bool], tuple[int, float]]
 
@@ -65,29 +79,42 @@ class BatchDecoder:
     """Runs requests `parallel` at a time in its own llama.cpp context (see the module docstring)."""
 
     def __init__(self, llama: llama_cpp.Llama, *, parallel: int, n_ctx: int, chunk: int, threads: int,
-                 is_end: Callable[[int], bool], detokenize: Callable[[list[int]], str], pick: Pick):
+                 is_end: Callable[[int], bool], detokenize: Callable[[list[int]], str], pick: Pick,
+                 boundaries: Callable[[list[int], int], list[int]]):
+        if n_ctx // parallel < 1:
+            raise ConfigError(f"profile.parallel {parallel} exceeds n_ctx {n_ctx}: each sequence needs KV cells")
         self.parallel = parallel
         self.n_ctx = n_ctx
         self.per_sequence = n_ctx // parallel  # llama-server's split: each slot gets n_ctx / parallel cells
+        # Every generation step decodes exactly `rows` rows, one per slot, the free ones a dummy token: see
+        # "Fixed rows" in the module docstring. Slots from `parallel` on only ever hold dummies.
+        self.rows = max(ROW_BLOCK, -(-parallel // ROW_BLOCK) * ROW_BLOCK)
         self.chunk = chunk
         self._is_end, self._detokenize, self._pick = is_end, detokenize, pick
+        self._boundaries = boundaries  # the single-stream path's prompt batches (LlamaCppDevice.boundaries)
         self._n_vocab = llama.n_vocab()
         params = llama_cpp.llama_context_params.from_buffer_copy(llama.context_params)
-        params.n_ctx = self.per_sequence * parallel
-        params.n_seq_max = parallel
+        params.n_ctx = self.per_sequence * self.rows
+        params.n_seq_max = self.rows
         # One stream of cells per sequence, not one pool: attention then runs over the same cells, in the same
-        # order, as for a sequence decoded alone, so its answers do not depend on what else is in the batch.
+        # order, as for a sequence decoded alone. (The matrix products still see as many rows as sequences
+        # decode in a step, and llama.cpp picks its kernel by that count: see the module docstring.)
         params.kv_unified = False
-        params.n_batch = params.n_ubatch = max(chunk, parallel)
+        params.n_batch = params.n_ubatch = max(chunk, self.rows)
         with suppress_stdout_stderr(disable=False):  # llama.cpp logs its cache layout on stderr
             self._ctx = internals.LlamaContext(model=llama._model, params=params, verbose=False)
-        self._batch = internals.LlamaBatch(n_tokens=max(chunk, parallel), embd=0, n_seq_max=1, verbose=False)
+        try:
+            self._batch = internals.LlamaBatch(n_tokens=max(chunk, self.rows), embd=0, n_seq_max=1, verbose=False)
+        except BaseException:
+            self._ctx.close()
+            raise
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_reused = 0
         self.widest = 0  # the most sequences one generation decode has carried (is the batching real?)
         # The tokens whose cells each slot holds from position 0 (a running job's prompt; after it finished,
         # its preamble only).
         self._held: dict[int, list[int]] = {}
+        self._dummy = llama.token_bos()  # what a free slot's row decodes (any token would do)
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, threads)), thread_name_prefix="sampler")
 
     def close(self) -> None:
@@ -141,8 +168,7 @@ class BatchDecoder:
             start = self._preamble_into(slot, tokens[:shared]) if 0 < shared < len(tokens) else 0
             if start == 0:
                 self._ctx.kv_cache_seq_rm(slot, 0, -1)
-            starts = [*range(start, shared, self.chunk), *range(max(start, shared), len(tokens), self.chunk)] \
-                if 0 < shared < len(tokens) else list(range(0, len(tokens), self.chunk))
+            starts = [b for b in self._boundaries(tokens, shared) if b >= start]
             ends = [*starts[1:], len(tokens)]
             for a, b in zip(starts, ends, strict=True):
                 job.prompt_logits = self._decode_prompt(tokens[a:b], a, slot)
@@ -189,6 +215,7 @@ class BatchDecoder:
                 queued.append(job)
             else:
                 done[job.index] = self._response(job)
+                job.logits = job.prompt_logits = None  # n_vocab floats each: do not hold them for the whole call
                 # The slot keeps the job's preamble (a few-shot head other questions share), nothing after it.
                 self._ctx.kv_cache_seq_rm(slot, job.shared, -1)
                 self._held[slot] = job.tokens[:job.shared]
@@ -196,13 +223,26 @@ class BatchDecoder:
         if not queued:
             return
         b = self._batch.batch
-        for i, job in enumerate(queued):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i] = job.out[-1], job.pos, 1, job.slot, True
-        b.n_tokens = len(queued)
+        by_slot = {job.slot: job for job in queued}
+        dummies: list[tuple[int, int]] = []
+        # Row i is slot i's: a running job's last token, or a dummy token after what the slot holds (its
+        # cell is removed after the decode). Every row asks for logits, so the output product has as many
+        # rows as the others.
+        for i in range(self.rows):
+            job = by_slot.get(i)
+            if job is not None:
+                token, pos = job.out[-1], job.pos
+            else:
+                token, pos = self._dummy, len(self._held.get(i, ()))
+                dummies.append((i, pos))
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i] = token, pos, 1, i, True
+        b.n_tokens = self.rows
         self.widest = max(self.widest, len(queued))
-        self._decode(f"{len(queued)} sequences")
-        for i, job in enumerate(queued):
-            job.logits = self._logits(i)
+        self._decode(f"{len(queued)} sequences (and {len(dummies)} dummy rows)")
+        for slot, pos in dummies:
+            self._ctx.kv_cache_seq_rm(slot, pos, -1)
+        for job in queued:
+            job.logits = self._logits(job.slot)
             job.pos += 1
 
     def _picks(self, jobs: list[Job]) -> list[tuple[int, float]]:

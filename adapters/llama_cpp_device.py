@@ -135,10 +135,15 @@ class LlamaCppDevice:
             logits_all=False,
             verbose=False,
         )
-        self._batcher = (BatchDecoder(self._llama, parallel=parallel, n_ctx=n_ctx, chunk=self.chunk, threads=threads,
-                                      is_end=self._is_end, detokenize=self._detokenize,
-                                      pick=lambda lg, t, rng, want: _pick(lg, t, rng, want_logprob=want))
-                         if parallel > 1 else None)
+        try:
+            self._batcher = (BatchDecoder(self._llama, parallel=parallel, n_ctx=n_ctx, chunk=self.chunk,
+                                          threads=threads, is_end=self._is_end, detokenize=self._detokenize,
+                                          pick=lambda lg, t, rng, want: _pick(lg, t, rng, want_logprob=want),
+                                          boundaries=self.boundaries)
+                             if parallel > 1 else None)
+        except BaseException:
+            self._llama.close()
+            raise
         self.load_s = time.perf_counter() - load_start
         self._n_vocab = self._llama.n_vocab()
         self._eos = self._llama.token_eos()
@@ -154,7 +159,7 @@ class LlamaCppDevice:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Response]:
         if self._batcher is None:
             return [self._one(r) for r in requests]
-        # Every request through the batched path, even one alone: answers never depend on how many came along.
+        # Every request through the batched path, even one alone, so a batched adapter never mixes two decoders.
         return self._batcher.run([self._job(i, r) for i, r in enumerate(requests)])
 
     def _job(self, index: int, req: GenerationRequest) -> Job:
@@ -335,7 +340,8 @@ class LlamaCppDevice:
             if hit is not None:
                 text, finish = text[:hit], "stop"
                 break
-            llama.eval([token])
+            if step + 1 < req.max_tokens:  # the last token's logits would never be read
+                llama.eval([token])
         t2 = time.perf_counter()
         return Response(
             text=text,

@@ -140,10 +140,14 @@ def _batched_rows(r: dict[str, Any]) -> list[Row]:
                  _yn(a["best_vs_raw"] >= goals["accuracy"])))
     ag = r.get("agreement")
     if ag:
-        for key in (k for k in ag if k.endswith("_differ")):
+        for key in (k for k in ag if k.endswith("_differ") and "rounds" not in k):
             setting = key.removesuffix("_differ").replace("_", " ")
             rows.append((f"batched: greedy answers differing from single stream, {setting} (of {ag['questions']})",
                          str(ag[key]), "0 or counted", "-"))
+            rounds = ag.get(key.replace("_differ", "_rounds_of_10_differ"))
+            if rounds is not None:
+                rows.append((f"batched: {setting}, answers differing between one call and rounds of 10",
+                             str(rounds), "0", _yn(rounds == 0)))
     return rows
 
 

@@ -25,9 +25,10 @@ if TYPE_CHECKING:  # imported late: a configuration error must not pay for llama
 
 
 MAX_OPEN = 2
-# Requests per call to a batched device adapter through the store: enough to keep its slots full (continuous
-# batching within a call), few enough that an interrupted run loses little (a chunk is committed when done).
-CHUNKS_PER_SLOT = 4
+# Requests per slot in one call to a batched device adapter through the store: enough to keep its slots full
+# (continuous batching within a call), few enough that an interrupted run loses little (a chunk is committed
+# when it is done).
+REQUESTS_PER_SLOT = 4
 
 
 @dataclass
@@ -117,13 +118,14 @@ class AdapterPool:
         device = DeferredAdapter(lambda: self.live(pair), name=cand.name, description={
             "adapter": "llama-cpp-device", "runtime": runtime["runtime"], "llama_cpp_python": runtime["version"],
             "system_info": runtime["system_info"], "model_path": str(model.path),
-            "threads": prof.threads, "n_ctx": prof.n_ctx, "prompt_style": cand.prompt_style})
+            "threads": prof.threads, "n_ctx": prof.n_ctx, "prompt_style": cand.prompt_style,
+            "parallel": prof.parallel})
         store = self.store()
         assert store is not None
         # A batched adapter needs several requests per call to fill its slots (one at a time it decodes one
-        # sequence); 4 slots' worth keeps them full through a chunk and commits at most that many answers late.
+        # sequence).
         return CachedAdapter(device, store, model_sha256=model.sha256, runtime=runtime,
-                             chunk_size=CHUNKS_PER_SLOT * prof.parallel if prof.parallel > 1 else 1)
+                             chunk_size=REQUESTS_PER_SLOT * prof.parallel if prof.parallel > 1 else 1)
 
     def store(self) -> GenerationStore | None:
         if not self.use_cache:

@@ -59,7 +59,8 @@ class Timings:
     total_s: float
     prompt_eval_s: float | None = None
     generation_s: float | None = None
-    # From the request's start (for a batched request: its batch's start) to its first generated token.
+    # From the request's start (batched: its admission to a slot, so the prompts of requests admitted with it
+    # count, as in a server's batch) to its first generated token.
     first_token_s: float | None = None
 
 

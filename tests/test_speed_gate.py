@@ -28,10 +28,11 @@ def write(tmp_path: Path, text: str, role: str) -> Path:
     return path
 
 
-def with_speed(text: str, block: str) -> str:
-    """`text` (a target) with `block` as its `speed:` block, in place of any it has."""
+def with_speed(text: str, block: str, **profile: object) -> str:
+    """`text` (a target) with `block` as its `speed:` block, in place of any it has, and `profile` settings."""
     doc = yaml.safe_load(text)
     doc["gates"]["speed"] = yaml.safe_load(block)
+    doc["profile"].update(profile)
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -66,14 +67,16 @@ def test_only_device_targets_take_a_speed_block(tmp_path, role, text):
         load_target(write(tmp_path, with_speed(text, "{prompts: 10}"), role))
 
 
-@pytest.mark.parametrize(("block", "message"), [
-    ("{pp_tokens: 2000}", r"gates.speed.pp_tokens \(2000\) does not fit profile.n_ctx \(2048\): at most 1843"),
-    ("{tg_tokens: 2000}", r"gates.speed.tg_tokens \(2000\) and its prompt do not fit profile.n_ctx \(2048\)"),
-    ("{prompts: 900}", r"gates.speed.prompts \(900\) exceeds the 854 questions of gates.accuracy"),
+@pytest.mark.parametrize(("block", "parallel", "message"), [
+    ("{pp_tokens: 2000}", 1, r"gates.speed.pp_tokens \(2000\) does not fit profile.n_ctx \(2048\): at most 1843"),
+    ("{tg_tokens: 2000}", 1, r"gates.speed.tg_tokens \(2000\) and its prompt do not fit profile.n_ctx \(2048\)"),
+    ("{prompts: 900}", 1, r"gates.speed.prompts \(900\) exceeds the 854 questions of gates.accuracy"),
+    # Batched, each sequence has n_ctx / parallel cells: llama-bench's pp512 does not fit 128.
+    ("{pp_tokens: 512}", 16, r"pp_tokens \(512\) does not fit profile.n_ctx / profile.parallel \(128\): at most 115"),
 ])
-def test_settings_that_do_not_fit_the_target_are_refused(tmp_path, block, message):
+def test_settings_that_do_not_fit_the_target_are_refused(tmp_path, block, parallel, message):
     with pytest.raises(ConfigError, match=message):
-        load_target(write(tmp_path, with_speed(DEVICE, block), "device"))
+        load_target(write(tmp_path, with_speed(DEVICE, block, n_ctx=2048, parallel=parallel), "device"))
 
 
 def test_a_speed_block_on_a_server_target_stops_the_run_with_exit_4(tmp_path):

@@ -144,9 +144,12 @@ def _reason(decision: Decision, base: BaselineAnswers, test: BettingMeanTest) ->
     if decision.by_budget:
         return (f"after {n} pairs the loss was not shown below the margin {margin:g} (e-value {e_pass} < 1/alpha = "
                 f"{1 / test.alpha:g}): not shown non-inferior")
+    # The fail side tests "loss <= power_at x margin": with power_at 0 it stops at the first evidence of any
+    # loss, so a candidate that lost less than the margin can fail too; it was not shown non-inferior.
     floor = base.power_at * margin
-    return (f"the loss was shown above {floor:g}{' (the candidate did worse)' if floor == 0 else ''} after {n} "
-            f"pairs (e-value {e_fail} >= 1/beta = {1 / test.beta:g}), so it is not shown within the margin")
+    worse = "the candidate did worse than the baseline" if floor == 0 else f"the loss was shown above {floor:g}"
+    return (f"{worse} after {n} pairs (e-value {e_fail} >= 1/beta = {1 / test.beta:g}): non-inferiority within "
+            f"{margin:g} was not shown (the test stops at evidence of a loss above power_at x margin = {floor:g})")
 
 
 def identical_outcome(base: BaselineAnswers, alpha: float, n: int) -> PairedOutcome:

@@ -21,13 +21,17 @@ threads, context and batch size, after one untimed warm-up request (llama-bench 
   generation requests in one generate() call: their generated tokens / the call's wall time (prompt
   evaluation included). Otherwise it is reported as not measured.
 
-pp, tg and batched are each repeated `repetitions` times: mean and sample standard deviation (llama-bench's
-avg and stdev over its samples). The figures are the host's that ran the suite, with the target's settings:
+TTFT, pp and tg run one sequence at a time, on a single-stream adapter of the same model when the target
+decodes in batches (`parallel` > 1: that adapter pads every step to a fixed batch, adapters/llama_cpp_batch.py):
+they are what one user of the app sees. pp, tg and batched are each repeated `repetitions` times: mean and
+sample standard deviation (llama-bench's avg and stdev over its samples). The figures are the host's that ran
+the suite, with the target's settings:
 they describe the device named in the profile only when the suite runs there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -117,7 +121,8 @@ class SpeedConfig(GateConfig):
 
 @dataclass
 class SpeedInputs:
-    adapter: Adapter
+    adapter: Adapter  # as the target runs the model (batched when profile.parallel > 1)
+    single: Adapter  # one sequence at a time: TTFT, pp and tg are what one user of the app sees
     profile: Profile
     requests: list[GenerationRequest]  # the TTFT requests, as the app sends them
     items: list[QAItem]  # text for the pp prompts and tg requests
@@ -146,8 +151,8 @@ class Speed(Gate[SpeedConfig, SpeedInputs]):
         n = min(cfg.prompts, len(items), run.limit if run.limit is not None else cfg.prompts)
         notes = [f"{cfg.prompts} TTFT requests asked for, {n} timed (capped by --limit or the questions)"] \
             if n < cfg.prompts else []
-        return SpeedInputs(run.live(pair), pair.target.profile, [qa_request(it, max_tokens) for it in items[:n]],
-                           items, run.provenance(pair), notes)
+        return SpeedInputs(run.live(pair), run.live(single_stream(pair)), pair.target.profile,
+                           [qa_request(it, max_tokens) for it in items[:n]], items, run.provenance(pair), notes)
 
     def measure(self, inputs: SpeedInputs, cfg: SpeedConfig) -> Measurement:
         return measure_speed(inputs, cfg)
@@ -168,6 +173,16 @@ class Speed(Gate[SpeedConfig, SpeedInputs]):
             # Nothing to compare: the verdict says so beside the figures (a note is what every report shows).
             m.notes.append(REPORT_ONLY)
         return Judgement(checks, speed_advice(checks, m.details))
+
+
+def single_stream(pair: Pair) -> Pair:
+    """The pair with its profile decoding one sequence at a time. A batched adapter decodes fixed rows per step
+    (adapters/llama_cpp_batch.py), so one request through it costs a full batch: not what one user sees."""
+    prof = pair.target.profile
+    if prof.parallel == 1:
+        return pair
+    target = pair.target.model_copy(update={"profile": prof.model_copy(update={"parallel": 1})})
+    return dataclasses.replace(pair, target=target)
 
 
 REPORT_ONLY = ("report only: this target sets no speed bound (max_ttft_p95_s, min_generation_tps), so the figures "
@@ -195,13 +210,13 @@ def speed_advice(checks: list[Check], details: dict[str, Any]) -> str:
 
 # -- measuring ------------------------------------------------------------------------------------------
 def measure_speed(inputs: SpeedInputs, cfg: SpeedConfig) -> Measurement:
-    adapter = inputs.adapter
-    described = adapter.describe()
-    adapter.generate([WARMUP])  # untimed, as llama-bench's warm-up run
-    ttft, ttft_items = _ttft(adapter, inputs.requests, cfg.confidence)
-    pp, pp_items = _prompt_processing(adapter, inputs.items, cfg)
-    tg, tg_items = _generation(adapter, inputs.items, cfg)
-    batched, batched_items = _batched(adapter, inputs.items, cfg, described.get("parallel"), tg)
+    single = inputs.single
+    described = inputs.adapter.describe()
+    single.generate([WARMUP])  # untimed, as llama-bench's warm-up run
+    ttft, ttft_items = _ttft(single, inputs.requests, cfg.confidence)
+    pp, pp_items = _prompt_processing(single, inputs.items, cfg)
+    tg, tg_items = _generation(single, inputs.items, cfg)
+    batched, batched_items = _batched(inputs.adapter, inputs.items, cfg, described.get("parallel"), tg)
     notes = [*inputs.notes, *_shortfalls(ttft, pp, tg, batched)]
     upper = ttft["p95_upper_bound_s"]
     p = inputs.profile
@@ -298,7 +313,7 @@ def _prompt_processing(adapter: Adapter, items: list[QAItem], cfg: SpeedConfig
                        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Prompt tokens evaluated per second. The prompt's length is calibrated on an untimed request (its token
     count per character); each repetition starts with a different question, so no KV cache is reused."""
-    # 3 characters a token at most in English text: the calibration prompt fits wherever pp_tokens does.
+    # At least 3 characters a token in English text: the calibration prompt fits wherever pp_tokens does.
     calib = _pp_request(items, len(items) // 2, 3 * cfg.pp_tokens)
     got = adapter.generate([calib])[0]
     chars_per_token = len(calib.prompt) / max(got.prompt_tokens - 1, 1)  # the BOS token has no text
