@@ -160,7 +160,7 @@ class BatchDecoder:
         job.rng = np.random.default_rng(job.request.seed)
         tokens, shared = job.tokens, job.shared
         twin = next((j for j in running.values() if j.tokens == tokens and j.prompt_logits is not None), None)
-        if twin is not None and twin.prompt_logits is not None:
+        if twin is not None:
             self._copy(twin.slot, slot, len(tokens))
             job.prompt_logits = twin.prompt_logits
             self.prompt_tokens_reused += len(tokens)

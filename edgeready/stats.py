@@ -49,3 +49,19 @@ def wilson_best_low(n: int, confidence: float) -> float:
 def _z(confidence: float) -> float:
     """Two-sided normal quantile for `confidence`."""
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def student_t(values: list[float], confidence: float, floor: float | None = 0.0) -> Interval | None:
+    """Two-sided Student-t interval of the mean of `values` (None below 2 values); its low end is also the
+    one-sided lower bound at confidence (1 + confidence) / 2. `floor` clamps the low end (a rate or an energy
+    is never negative; None: no clamp)."""
+    if len(values) < 2:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy import stats as sps  # here, not at import: configuration errors must not pay for scipy.stats
+
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    low = mean - half if floor is None else max(floor, mean - half)
+    return Interval(low=low, high=mean + half, confidence=confidence, method="student-t")

@@ -1,10 +1,11 @@
-"""Wilson bounds against published values (Newcombe 1998, Table I; Brown, Cai & DasGupta 2001)."""
+"""Wilson bounds against published values (Newcombe 1998, Table I; Brown, Cai & DasGupta 2001), and the
+Student-t interval the energy and speed gates share against scipy's."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeready.stats import wilson
+from edgeready.stats import student_t, wilson
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,22 @@ def test_wilson_closed_form_equals_scipys(n, data, confidence):
     ci = wilson(k, n, confidence)
     assert ci.low == pytest.approx(ref.low, abs=1e-12)
     assert ci.high == pytest.approx(ref.high, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-1e3, max_value=1e3), min_size=2, max_size=30),
+       st.floats(min_value=0.5, max_value=0.999))
+def test_student_t_is_scipys_interval_of_the_mean(values, confidence):
+    import numpy as np
+    from scipy import stats as sps
+
+    got = student_t(values, confidence, floor=None)
+    assert got is not None
+    sem = float(np.std(values, ddof=1)) / len(values) ** 0.5
+    if sem == 0:
+        assert got.low == pytest.approx(got.high, abs=1e-9)
+        return
+    low, high = sps.t.interval(confidence, len(values) - 1, loc=float(np.mean(values)), scale=sem)
+    assert got.low == pytest.approx(low, rel=1e-9, abs=1e-9) and got.high == pytest.approx(high, rel=1e-9, abs=1e-9)
+    assert student_t(values, confidence).low == max(0.0, got.low)  # the default floor: never below 0
+    assert student_t(values[:1], confidence) is None

@@ -28,7 +28,7 @@ from edgeready.measurement import Check, Judgement, Measurement, MeasurementErro
 from edgeready.prompts import qa_request
 from edgeready.records import QAItem
 from edgeready.schema import GateConfig, Pair, Profile, Target
-from edgeready.stats import Interval
+from edgeready.stats import student_t
 
 if TYPE_CHECKING:  # the meters are imported when energy is measured, not when a target is validated
     from edgeready.energy import Meter
@@ -139,7 +139,7 @@ def _versus_baseline(inputs: EnergyInputs, cfg: EnergyConfig, m: Measurement) ->
         assert base is not None and not isinstance(base, str)
         ratios = _interleaved_ratios(inputs.adapter, base, inputs, cfg, m)
         logs = [math.log(r) for r in ratios]
-        iv = _t_interval(logs, cfg.confidence, floor=None)
+        iv = student_t(logs, cfg.confidence, floor=None)
         ratio = math.exp(sum(logs) / len(logs))
         assert iv is not None  # at least PAIRS pairs
         lo, hi = math.exp(iv.low), math.exp(iv.high)
@@ -207,7 +207,7 @@ def measure_energy(
         nominal_v=profile.battery.voltage_v if profile.battery else None,
     )
     batch_mwh = _per_batch_mwh(marks, window.reading.baseline_w)
-    interval = _t_interval(batch_mwh, gate.confidence)
+    interval = student_t(batch_mwh, gate.confidence)
     return Measurement(
         gate="energy",
         metric="energy per query",
@@ -264,14 +264,3 @@ def _per_batch_mwh(marks: list[tuple[float, float, int]], baseline_w: float) -> 
     return out
 
 
-def _t_interval(values: list[float], confidence: float, floor: float | None = 0.0) -> Interval | None:
-    if len(values) < 2:
-        return None
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    from scipy import stats as sps
-
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    low = mean - half if floor is None else max(floor, mean - half)
-    return Interval(low=low, high=mean + half, confidence=confidence, method="student-t")

@@ -357,8 +357,8 @@ def _passages(adapter: Adapter, concepts: list[str], cfg: HallucinationConfig, s
               out: _Passages) -> list[dict[str, Any]]:
     """Each concept: a greedy passage and N samples from `adapter`, its sentences scored against the samples.
     The round's requests go in one call, so a batched device adapter (profile `parallel`) keeps its slots full
-    across concepts. Each request keeps its own seeded sampler; with parallel > 1 a near-tie can still resolve
-    differently with other companions (adapters/llama_cpp_batch.py, "What is not exact")."""
+    across concepts. Each request keeps its own seeded sampler, and its text depends on it and `parallel` alone,
+    not on what came along (adapters/llama_cpp_batch.py, "Fixed rows")."""
     per = cfg.samples + 1
     reqs = [r for concept in concepts for r in [request_for(concept, cfg, cfg.seed, 0.0)] + [
         request_for(concept, cfg, cfg.seed + i, 1.0) for i in range(1, per)]]

@@ -49,7 +49,7 @@ from edgeready.measurement import Check, Judgement, Measurement, MeasurementErro
 from edgeready.prompts import qa_request
 from edgeready.records import GenerationRequest, QAItem, Response
 from edgeready.schema import GateConfig, Pair, Profile, Target
-from edgeready.stats import Interval
+from edgeready.stats import Interval, student_t
 
 METER = "wall clock (time.perf_counter) around llama.cpp decode on the host"
 P95 = 0.95
@@ -399,13 +399,9 @@ def _mean_sd(samples: list[float], confidence: float, *, lower: bool) -> dict[st
     out: dict[str, Any] = {"tokens_per_s": mean, "sd": sd, "samples_tps": samples, "n": len(samples),
                            "confidence": confidence}
     if lower:
-        bound = None
-        if sd is not None:
-            from scipy import stats as sps  # here: configuration errors must not pay for scipy.stats
-
-            t = float(sps.t.ppf(confidence, len(samples) - 1))
-            bound = max(0.0, mean - t * sd / math.sqrt(len(samples)))  # a rate is never below 0
-        out["lower_bound_tps"] = bound
+        # One-sided at `confidence`: the low end of the two-sided interval at 2 x confidence - 1.
+        interval = student_t(samples, 2 * confidence - 1)  # floored at 0: a rate is never below 0
+        out["lower_bound_tps"] = None if interval is None else interval.low
     return out
 
 
