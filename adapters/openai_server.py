@@ -19,10 +19,16 @@
   out of describe(), repr, log records and error messages (it is redacted from server messages too).
 - Each response's meta records the bytes sent and received (request and response bodies), which the
   offload adapter adds up as the network cost of sending a query away from the device.
+- `stream=True` (the phone's server, edgeready/phone.py) asks for server-sent events and times them as they
+  arrive: the first token's time, and the generation rate from the pace of the content events, where the
+  server reports no `timings` of its own (llama.cpp's llama-server does; llama-cpp-python's does not). Without
+  `usage` in the stream, the content events are counted as the completion's tokens (llama.cpp servers send
+  one token per event) and the prompt's tokens are unknown (0), which the response's meta says.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import logging
@@ -97,6 +103,8 @@ class _Reply:
     headers: httpx.Headers
     body: bytes
     wire_bytes: int  # as received, before any decompression
+    # Streaming: (bytes read so far, time.perf_counter()) after each chunk, to time the events of the body.
+    marks: tuple[tuple[int, float], ...] = ()
 
 
 class _Secret:
@@ -165,6 +173,7 @@ class OpenAIServerAdapter:
         retry_after_max_s: float = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         name: str = "",
+        stream: bool = False,
     ):
         if api not in ("auto", "completions", "chat"):
             raise ValueError(f"api must be 'auto', 'completions' or 'chat', not {api!r}")
@@ -188,6 +197,7 @@ class OpenAIServerAdapter:
         self.backoff_max_s = backoff_max_s
         self.retry_after_max_s = retry_after_max_s
         self.max_response_bytes = max_response_bytes
+        self.stream = stream
         self.counters = ServerCounters()
         self._rng = random.Random()
         self._models: list[str] | None = None
@@ -234,6 +244,7 @@ class OpenAIServerAdapter:
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
             "max_response_bytes": self.max_response_bytes,
+            "stream": self.stream,
             "auth": f"bearer from ${self.api_key_env}" if self.api_key_env else "none",
             "counters": self.counters.as_dict(),
         }
@@ -297,8 +308,10 @@ class OpenAIServerAdapter:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
-            "stream": False,
+            "stream": self.stream,
         }
+        if self.stream:
+            body["stream_options"] = {"include_usage": True}
         if request.stop:
             body["stop"] = list(request.stop)
         if api == "chat":
@@ -339,20 +352,23 @@ class OpenAIServerAdapter:
                 "bytes_received": received,
                 "endpoint": path,
             }
-            return self._parse(reply, url, request, attempt=attempt, total_s=end - start, meta=meta)
+            return self._parse(reply, url, request, attempt=attempt, total_s=end - start, meta=meta,
+                               sent_at=attempt_start)
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
     def _post(self, url: str, content: bytes, attempt: int) -> _Reply:
         """One attempt. Returns a 2xx-3xx reply; raises _Retry when another attempt may succeed, else
         ServerRequestError."""
         deadline = time.perf_counter() + self.timeout_s
+        marks: list[tuple[int, float]] = []
         try:
             with self._client.stream("POST", url, content=content) as resp:
                 try:
                     ok = resp.status_code < 400
                     limit = self.max_response_bytes if ok else min(self.max_response_bytes, MAX_ERROR_BODY_BYTES)
                     # An error reply longer than its message is cut short, not failed: its status says enough.
-                    body = _read_capped(resp, limit, deadline, truncate=not ok)
+                    body = _read_capped(resp, limit, deadline, truncate=not ok,
+                                        marks=marks if self.stream and ok else None)
                 finally:
                     # Wire bytes (before any decompression), as a metered link would count them.
                     wire = resp.num_bytes_downloaded
@@ -364,7 +380,7 @@ class OpenAIServerAdapter:
             raise self._transport_failure(exc, url, attempt) from exc
         except httpx.DecodingError as exc:  # a body that its Content-Encoding does not decode
             raise self._failure(url, attempt, "bad_response", f"{type(exc).__name__}: {exc}") from exc
-        reply = _Reply(resp.status_code, resp.headers, body, wire)
+        reply = _Reply(resp.status_code, resp.headers, body, wire, tuple(marks))
         if reply.status >= 400:
             raise self._http_failure(reply, url, attempt)
         return reply
@@ -437,9 +453,15 @@ class OpenAIServerAdapter:
         attempt: int,
         total_s: float,
         meta: dict[str, object],
+        sent_at: float | None = None,
     ) -> Response:
+        stream = None
         try:
-            data = _get_json(reply.body)
+            if self.stream:
+                stream = _Stream.parse(reply.body, reply.marks, chat=self.endpoint(request) == "chat")
+                data: object = stream.merged()
+            else:
+                data = _get_json(reply.body)
             choice = _first_choice(data)
             text = _choice_text(choice)
             usage = _get(data, "usage", dict, "reply", required=False) or {}
@@ -459,15 +481,21 @@ class OpenAIServerAdapter:
         if request.logprobs and logprobs is None:
             meta["logprobs_missing"] = True
         prompt_ms, predicted_ms = server_timings.get("prompt_ms"), server_timings.get("predicted_ms")
+        timings = Timings(
+            total_s=total_s,
+            prompt_eval_s=prompt_ms / 1000 if isinstance(prompt_ms, int | float) else None,
+            generation_s=predicted_ms / 1000 if isinstance(predicted_ms, int | float) else None,
+        )
+        if stream is not None and sent_at is not None:
+            timings = stream.timings(timings, sent_at, meta, completion_tokens)
+            if completion_tokens is None and stream.content_events:
+                completion_tokens = stream.content_events
+                meta["completion_tokens_from"] = "content events of the stream (no usage in it)"
         return Response(
             text=text,
             prompt_tokens=prompt_tokens or 0,
             completion_tokens=completion_tokens or 0,
-            timings=Timings(
-                total_s=total_s,
-                prompt_eval_s=prompt_ms / 1000 if isinstance(prompt_ms, int | float) else None,
-                generation_s=predicted_ms / 1000 if isinstance(predicted_ms, int | float) else None,
-            ),
+            timings=timings,
             finish_reason=finish_reason or "unknown",
             token_logprobs=logprobs,
             served_by="server",
@@ -475,9 +503,11 @@ class OpenAIServerAdapter:
         )
 
 
-def _read_capped(resp: httpx.Response, limit: int, deadline: float, *, truncate: bool = False) -> bytes:
+def _read_capped(resp: httpx.Response, limit: int, deadline: float, *, truncate: bool = False,
+                 marks: list[tuple[int, float]] | None = None) -> bytes:
     """The (decoded) body, read as a stream: at most `limit` bytes are ever held, and the read stops at
-    `deadline`. Raises _Cut, or returns the first `limit` bytes when `truncate`."""
+    `deadline`. Raises _Cut, or returns the first `limit` bytes when `truncate`. `marks` gets (bytes so far,
+    time) after each chunk."""
     declared = resp.headers.get("Content-Length", "")
     if not truncate and declared.isdigit() and int(declared) > limit:
         raise _Cut("too_large", f"the reply's Content-Length {declared} exceeds max_response_bytes={limit}")
@@ -491,9 +521,106 @@ def _read_capped(resp: httpx.Response, limit: int, deadline: float, *, truncate:
             raise _Cut("too_large", f"the reply exceeds max_response_bytes={limit} (cut off after {size} bytes)")
         chunks.append(chunk)
         size += len(chunk)
+        if marks is not None:
+            marks.append((size, time.perf_counter()))
         if time.perf_counter() > deadline:
             raise _Cut("deadline", f"the reply was still arriving at the request's deadline ({size} bytes read)")
     return b"".join(chunks)
+
+
+@dataclass
+class _Stream:
+    """A reply of server-sent events (`data: {...}` lines, `data: [DONE]` at the end), each with the time its
+    last byte arrived."""
+
+    events: list[tuple[float, dict[str, Any]]]
+    chat: bool
+    content_times: list[float] = field(default_factory=list)
+    complete: bool = False  # ended with `data: [DONE]`
+
+    @classmethod
+    def parse(cls, body: bytes, marks: tuple[tuple[int, float], ...], *, chat: bool) -> _Stream:
+        import bisect
+
+        sizes = [m[0] for m in marks]
+        events: list[tuple[float, dict[str, Any]]] = []
+        pos, done = 0, False
+        for line in body.split(b"\n"):
+            pos += len(line) + 1
+            text = line.strip()
+            if text.startswith(b"error:"):  # llama-server reports a failure mid-stream on an `error:` line
+                raise _BadShape(f"the stream reported an error: {text[6:].strip()[:300].decode('utf-8', 'replace')}")
+            if not text.startswith(b"data:"):
+                continue  # comments, `event:` and `id:` lines, blank separators
+            payload = text[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            event = _get_json(payload)
+            if not isinstance(event, dict):
+                raise _BadShape(f"a stream event is {_describe(event)}, not an object")
+            if event.get("error") is not None:
+                raise _BadShape(f"the stream reported an error: {str(event['error'])[:300]}")
+            k = bisect.bisect_left(sizes, min(pos - 1, len(body)))
+            events.append((marks[min(k, len(marks) - 1)][1] if marks else 0.0, event))
+        if not events:
+            raise _BadShape("the stream carried no data events")
+        stream = cls(events, chat)
+        stream.complete = done
+        return stream
+
+    def merged(self) -> dict[str, Any]:
+        """One reply of the non-streamed shape: the content joined, the last finish_reason, usage and timings."""
+        parts, finish, usage, timings = [], None, None, None
+        for t, event in self.events:
+            usage = event.get("usage") or usage
+            timings = event.get("timings") or timings
+            choices = _get(event, "choices", list, "stream event", required=False) or []
+            if not choices:
+                continue
+            choice = choices[0]
+            if not isinstance(choice, dict):
+                raise _BadShape(f"a stream event's choices[0] is {_describe(choice)}, not an object")
+            if self.chat:
+                delta = _get(choice, "delta", dict, "stream choices[0]", required=False) or {}
+                piece = _get(delta, "content", str, "stream choices[0].delta", required=False)
+            else:
+                piece = _get(choice, "text", str, "stream choices[0]", required=False)
+            if piece:
+                parts.append(piece)
+                self.content_times.append(t)
+            finish = choice.get("finish_reason") or finish
+        if not self.complete and finish is None:
+            # A stream cut off mid-answer would pass for a short answer.
+            raise _BadShape("the stream ended without a finish_reason or `data: [DONE]` (cut off)")
+        text = "".join(parts)
+        choice_out: dict[str, Any] = {"finish_reason": finish}
+        choice_out.update({"message": {"content": text}} if self.chat else {"text": text})
+        return {"choices": [choice_out], "usage": usage, "timings": timings}
+
+    @property
+    def content_events(self) -> int:
+        return len(self.content_times)
+
+    def timings(self, server: Timings, sent_at: float, meta: dict[str, object], tokens: int | None) -> Timings:
+        """The first token's time from the stream; the split from the server's own timings where it sent them,
+        else from the pace of the stream: n tokens (usage's count, else the content events) arriving between the
+        first and the last event at an even gap g = (last - first) / (n - 1) give generation n g and prompt
+        TTFT - g (the first token's own decode taken out)."""
+        times = self.content_times
+        if not times:
+            return server
+        first = times[0] - sent_at
+        if server.generation_s is not None and server.prompt_eval_s is not None:
+            meta["timings_from"] = "the server's timings"
+            return dataclasses.replace(server, first_token_s=first)
+        meta["timings_from"] = "arrival of the stream's content events at the client"
+        if len(times) < 2:
+            return dataclasses.replace(server, first_token_s=first, prompt_eval_s=first)
+        n = tokens if tokens and tokens >= len(times) else len(times)
+        gap = (times[-1] - times[0]) / (n - 1)
+        return dataclasses.replace(server, first_token_s=first, prompt_eval_s=max(first - gap, 0.0),
+                                   generation_s=gap * n)
 
 
 def _get(data: object, key: str, kind: type, where: str, *, required: bool = True) -> Any:

@@ -49,5 +49,10 @@ class ServerStartError(ServerError):
     """The server exited or did not answer in time; the message ends with its log tail."""
 
 
+class PhoneError(ServerError):
+    """A step on a phone over adb failed (connect, push, start, forward, read, stop). The message names the
+    device (serial and name) and the step."""
+
+
 class CacheError(EdgereadyError, RuntimeError):
     """The generation store cannot be used. The message names the file and what to do."""

@@ -9,6 +9,7 @@ model or server loads once per pair and memory stays bounded.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # imported late: a configuration error must not pay for llama
     from edgeready.adapters.openai_server import OpenAIServerAdapter
     from edgeready.cache import GenerationStore
     from edgeready.gguf_info import GGUFSummary
+    from edgeready.phone import PhoneServer
     from edgeready.server_process import LlamaCppServer
 
 
@@ -37,7 +39,7 @@ class _Open:
 
     key: tuple[Any, ...]
     adapter: Adapter
-    server: LlamaCppServer | None = None
+    server: LlamaCppServer | PhoneServer | None = None
 
 
 @dataclass
@@ -80,15 +82,27 @@ class AdapterPool:
         return pair.candidate
 
     def device_serial(self, pair: Pair) -> str | None:
-        """The phone of the target's pool this worker owns (None: the target names none)."""
+        """The phone of the target's pool this worker owns (None: the target names none). A target that runs
+        the model on the phone needs a phone per worker: two runs on one phone would measure each other."""
         serials = pair.target.profile.adb_serials
+        phone = pair.target.profile.phone
+        if phone is not None and phone.serial is None and self.worker >= max(len(serials), 1):
+            from edgeready.errors import PhoneError
+
+            raise PhoneError(f"xdist worker {self.worker} has no phone of its own ({len(serials)} in "
+                             f"profile.adb_serials of {pair.target.name}): run with -n {max(len(serials), 1)} at "
+                             "most, or list more phones")
         return serials[self.worker % len(serials)] if serials else None
 
     def provenance(self, pair: Pair) -> dict[str, Any]:
         cand = self.device_candidate(pair) if pair.role == "offload" else pair.candidate
         if cand.format != "gguf":
             return {"endpoint": cand.endpoint.model_dump() if cand.endpoint else None}
-        return {"sha256": self.model(cand).sha256}
+        out: dict[str, Any] = {"sha256": self.model(cand).sha256}
+        phone = self.phone()
+        if pair.target.profile.phone is not None and phone is not None:
+            out["measured_on"] = phone.measured_on()
+        return out
 
     # -- adapters ---------------------------------------------------------------------------------
     def live(self, pair: Pair) -> Adapter:
@@ -104,8 +118,9 @@ class AdapterPool:
         return opened.adapter
 
     def cached(self, pair: Pair) -> Adapter:
-        """Device role only: a server's or router's outputs depend on more than the request."""
-        if not self.use_cache or pair.role != "device":
+        """Device role only: a server's or router's outputs depend on more than the request (a phone's on its
+        server build, which the store's key cannot name)."""
+        if not self.use_cache or pair.role != "device" or pair.target.profile.phone is not None:
             return self.live(pair)
         from edgeready.adapters.cached import CachedAdapter, runtime_key
         from edgeready.adapters.deferred import DeferredAdapter
@@ -141,6 +156,13 @@ class AdapterPool:
         current = self._current
         return current.server.pid if current is not None and current.server is not None else None
 
+    def phone(self) -> PhoneServer | None:
+        """The phone's server of the adapter opened or used last, when it runs on a phone."""
+        from edgeready.phone import PhoneServer
+
+        server = self._current.server if self._current is not None else None
+        return server if isinstance(server, PhoneServer) else None
+
     def release(self) -> None:
         """Close every open adapter and stop their servers."""
         self._current = None
@@ -153,7 +175,9 @@ class AdapterPool:
             opened.adapter.close()
         finally:
             if opened.server is not None:
-                opened.server.stop()
+                problems = opened.server.stop()
+                for problem in problems or ():  # a phone that dropped: said, and cleaned by the next run
+                    warnings.warn(problem, stacklevel=2)
 
     def close(self) -> None:
         self.release()
@@ -187,12 +211,44 @@ class AdapterPool:
 
     def _open_for(self, pair: Pair, key: tuple[Any, ...]) -> _Open:
         cand = pair.candidate
+        if pair.role == "device" and pair.target.profile.phone is not None:
+            return self._open_phone(pair, key)
         if pair.role == "device":
             return _Open(key, self._device_adapter(cand, pair))
         if pair.role == "server":
             adapter, server = self._server_adapter(cand, pair)
             return _Open(key, adapter, server)
         return self._open_offload(pair, key)
+
+    def _open_phone(self, pair: Pair, key: tuple[Any, ...]) -> _Open:
+        """The candidate in the on-device server of the phone this worker owns, reached through adb forward;
+        streamed, so the first token is timed (edgeready/phone.py)."""
+        from edgeready.adapters.openai_server import OpenAIServerAdapter
+        from edgeready.errors import PhoneError
+        from edgeready.phone import PhoneAdapter, PhoneServer
+
+        prof, cand = pair.target.profile, pair.candidate
+        assert prof.phone is not None
+        serial = prof.phone.serial or self.device_serial(pair)
+        for other in self._open.values():  # a second server would take the first's port, pid file and cores
+            if isinstance(other.server, PhoneServer) and other.server.serial in (serial, None):
+                raise PhoneError(f"phone {serial or other.server.serial} ({prof.device}): {other.server.alias} "
+                                 f"already runs there, and one server at a time runs on a phone: compare {cand.name} "
+                                 "with a baseline through an earlier run's reports folder (--baseline reports/...)")
+        model = self.model(cand)
+        server = PhoneServer(prof.phone, model.path, model.sha256, prof.device,
+                             {"threads": prof.threads, "n_ctx": prof.n_ctx, "n_batch": prof.n_batch,
+                              "parallel": prof.parallel}, cand.name,
+                             serial=serial).start()
+        api = "completions" if cand.prompt_style == "few-shot" else "chat"
+        try:
+            adapter = PhoneAdapter(OpenAIServerAdapter(
+                server.base_url, cand.name, api=api, concurrency=prof.parallel,
+                timeout_s=prof.phone.request_timeout_s, name=cand.name, stream=True), server)
+        except BaseException:
+            server.stop()
+            raise
+        return _Open(key, adapter, server)
 
     def _open_offload(self, pair: Pair, key: tuple[Any, ...]) -> _Open:
         from edgeready.adapters.offload import Network, OffloadAdapter

@@ -127,12 +127,15 @@ def _speed_cell(r: GateResult) -> str:
     d = r.measurement.details
     t, b = d["ttft"], d["tg_batched"]
     batched = f", x{b['parallel']} {b['tokens_per_s']:.1f} t/s" if b.get("measured") else ""
-    return (f"{r.status.upper()} TTFT p50 {t['p50_s']:.3f}/p95 {t['p95_s']:.3f} s, pp {d['pp']['tokens_per_s']:.0f} "
-            f"t/s, tg {d['tg']['tokens_per_s']:.1f} t/s{batched}{'' if r.checks else ' (report only)'}")
+    pp = f"{d['pp']['tokens_per_s']:.0f} t/s" if d["pp"].get("tokens_per_s") is not None else "n/a"
+    return (f"{r.status.upper()} TTFT p50 {t['p50_s']:.3f}/p95 {t['p95_s']:.3f} s, pp {pp}, "
+            f"tg {d['tg']['tokens_per_s']:.1f} t/s{batched}{'' if r.checks else ' (report only)'}")
 
 
 def _rate(fig: dict[str, Any]) -> str:
     """mean +- sd (label, repetitions), as llama-bench prints a rate."""
+    if fig.get("tokens_per_s") is None:
+        return f"not measured: {fig.get('reason', '')}"
     sd = f" ± {fig['sd']:.3g}" if fig.get("sd") is not None else ""
     return f"{fig['tokens_per_s']:.4g}{sd} ({fig.get('label', '')}, r={fig['n']})"
 
@@ -157,8 +160,9 @@ def speed_markdown(results: list[GateResult]) -> list[str]:
     return [
         "## Speed (llama-bench style)",
         "",
-        "Timed on the host that ran the suite with each target's threads, context and batch size; greedy; "
-        "rates are mean ± sd over the repetitions; TTFT keeps the shared few-shot preamble cached.",
+        "Timed on the host that ran the suite (on the phone itself for a target with `profile.phone`: its "
+        "meter says which) with each target's threads, context and batch size; greedy; rates are mean ± sd over "
+        "the repetitions; TTFT keeps the shared few-shot preamble cached.",
         "",
         "| pair | TTFT p50 s | TTFT p95 s | p95 upper bound s | n | pp tokens/s | tg tokens/s (single) "
         "| tg tokens/s (batched) | gated |",

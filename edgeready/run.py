@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from edgeready.adapters.base import Adapter
     from edgeready.cache import GenerationStore
     from edgeready.gguf_info import GGUFSummary
+    from edgeready.phone import PhoneServer
 
 T = TypeVar("T")
 
@@ -144,6 +145,9 @@ class Run:
 
     def device_serial(self, pair: Pair) -> str | None:
         return self.pool.device_serial(pair)
+
+    def phone(self) -> PhoneServer | None:
+        return self.pool.phone()
 
 
 def _same_margin(pair: Pair, m: Measurement) -> None:

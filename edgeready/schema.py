@@ -66,6 +66,68 @@ class NetworkProfile(Strict):
     loss: float = Field(default=0.0, ge=0, lt=1)
 
 
+# What an on-device server command may name; each is filled in when the run starts it.
+PHONE_PLACEHOLDERS = ("workdir", "model", "port", "threads", "n_ctx", "n_batch", "parallel", "alias")
+# llama.cpp's `llama-server` built for Android (build-android/bin/llama-server and its .so files), pushed to the
+# working folder: users bring the build they ship, so every argument can be replaced in the target.
+DEFAULT_PHONE_SERVER = (
+    "{workdir}/llama-server", "-m", "{model}", "--host", "127.0.0.1", "--port", "{port}", "-t", "{threads}",
+    "-c", "{n_ctx}", "-b", "{n_batch}", "-np", "{parallel}", "--alias", "{alias}",
+)
+
+
+class Phone(Strict):
+    """`profile.phone`: run the model on an Android phone over adb instead of on the host (edgeready/phone.py).
+    The run pushes the GGUF into `workdir`, starts `server` there, forwards its port and sends the gates'
+    requests through it; memory, energy, speed and heat are then read on the phone."""
+
+    adb: str = Field(default="adb", description="the adb binary on the host (a path or a name on PATH)")
+    # None: profile.adb_serials (this worker's phone of the pool), else the only device attached.
+    serial: str | None = None
+    workdir: str = Field(default="/data/local/tmp/edgeready",
+                         description="the one folder on the phone the run writes to (shell-writable, no root)")
+    server: tuple[str, ...] = DEFAULT_PHONE_SERVER
+    env: dict[str, str] = Field(default_factory=lambda: {"LD_LIBRARY_PATH": "{workdir}"})
+    port: int = Field(default=8080, ge=1024, le=65535, description="the server's port on the phone")
+    startup_timeout_s: float = Field(default=180.0, gt=0, le=3600)
+    request_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="one request, first byte to last")
+    # Refuse to start unless the screen is in this state (`dumpsys power`): "off" keeps the display's power out
+    # of the fuel gauge's reading and the phone from being used during a run.
+    screen: Literal["off", "on", "any"] = "any"
+    # Packages that may be in the foreground (`dumpsys activity`); None: not checked. Another app in front
+    # competes for the cores and the memory the run measures.
+    foreground: tuple[str, ...] | None = None
+    # Refuse to start unless the battery is discharging (a measured energy gate needs it: on USB power the fuel
+    # gauge sees the charger's current). Use adb over Wi-Fi with the cable out.
+    on_battery: bool = False
+
+    @model_validator(mode="after")
+    def _safe(self) -> Phone:
+        import re
+
+        w = self.workdir
+        if not w.startswith("/") or w.rstrip("/") in ("", "/data", "/data/local", "/data/local/tmp", "/sdcard") \
+                or ".." in w.split("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", w):
+            raise ValueError(f"workdir {w!r}: an absolute folder of its own (letters, digits, _ . - /), e.g. "
+                             "/data/local/tmp/edgeready; the run writes and deletes only there")
+        if not self.server:
+            raise ValueError("server: the on-device server's command is empty")
+        bad = [k for k in self.env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"env: {bad[0]!r} is not an environment variable name")
+        fill = {k: "0" for k in PHONE_PLACEHOLDERS}
+        for key, texts in (("server", self.server), ("env", tuple(self.env.values()))):
+            for text in texts:
+                try:
+                    text.format(**fill)
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise ValueError(f"{key}: {text!r} names {exc} which is not one of "
+                                     f"{{{', '.join(PHONE_PLACEHOLDERS)}}}") from None
+        if "{port}" not in " ".join(self.server):
+            raise ValueError("server: the command must listen on {port} (the run forwards that port)")
+        return self
+
+
 class Profile(Strict):
     device: str = Field(description="Human name of the hardware, e.g. 'Xiaomi 10 Ultra (Snapdragon 865)'")
     ram_mb: float = Field(gt=0, description="Physical RAM of the device")
@@ -85,6 +147,8 @@ class Profile(Strict):
     # A pool of identical phones (adb serials): with `pytest -n K` each xdist worker owns one for its whole run
     # (worker i meters adb_serials[i % len]), so no two workers share a phone; a serial run uses the first.
     adb_serials: tuple[str, ...] = ()
+    # Run the model on the phone itself (over adb) rather than on the host that runs pytest.
+    phone: Phone | None = None
 
     @model_validator(mode="after")
     def _budget_fits(self) -> Profile:
@@ -224,6 +288,8 @@ class Target(Strict):
                 block.check_margin(self.baseline.margins[gate])  # type: ignore[union-attr]
             except ValueError as exc:
                 raise ValueError(f"baseline.margins.{gate}: {exc}") from None
+        if self.profile.phone is not None and self.role != "device":
+            raise ValueError(f"profile.phone runs a device model on a phone: a {self.role} target cannot use it")
         if self.role == "offload" and self.profile.network is None:
             raise ValueError("an offload target needs profile.network (rtt_ms, uplink_mbps, downlink_mbps)")
         expected_role = (info.context or {}).get("role")

@@ -273,3 +273,66 @@ def test_connection_refused_raises_after_max_retries():
         assert info.value.attempts == 3 and info.value.kind == "connect"
         assert a.counters.errors == {"connect": 3} and a.counters.retries == 2
         assert a.describe()["server_models"] is None and "server_models_error" in a.describe()
+
+
+# -- streamed replies (the phone's server: edgeready/phone.py) --------------------------------------------------
+def _sse(events: list[object], gap_s: float, *, done: bool = True):
+    """An action writing server-sent events, one every gap_s seconds (chunked, as a streaming server does)."""
+
+    def act(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        lines = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + ([b"data: [DONE]\n\n"] if done else [])
+        for i, line in enumerate(lines):
+            if i:
+                time.sleep(gap_s)
+            handler.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+            handler.wfile.flush()
+        handler.wfile.write(b"0\r\n\r\n")
+
+    return act
+
+
+def test_a_streamed_reply_is_timed_from_its_events(fake):
+    """Without usage or timings in the stream (llama-cpp-python's server), the content events are the tokens and
+    their pace gives the generation time; the first one's arrival is the time to first token."""
+    pieces = [" Pa", "ris", ",", " France"]
+    fake.script.append(_sse([{"choices": [{"text": p, "finish_reason": None}]} for p in pieces]
+                            + [{"choices": [{"text": "", "finish_reason": "stop"}]}], 0.1))
+    with fake_adapter(fake, stream=True) as adapter:
+        r = adapter.generate([GenerationRequest(prompt="Capital of France?", max_tokens=8)])[0]
+    assert json.loads(fake.seen[-1][2])["stream"] is True
+    assert r.text == " Paris, France" and r.finish_reason == "stop" and r.completion_tokens == 4
+    assert r.prompt_tokens == 0 and "no usage" in r.meta["completion_tokens_from"]
+    t = r.timings
+    assert t.first_token_s is not None and t.first_token_s < 0.1 < t.total_s
+    # 4 events 0.1 s apart: 0.1 s per token, 4 tokens.
+    assert t.generation_s == pytest.approx(0.4, abs=0.06) and t.prompt_eval_s == pytest.approx(0.0, abs=0.06)
+    assert r.meta["timings_from"].startswith("arrival")
+
+
+def test_a_streamed_chat_reply_prefers_the_servers_usage_and_timings(fake):
+    events = [{"choices": [{"delta": {"content": w}, "finish_reason": None}]} for w in ("Hel", "lo")]
+    events.append({"choices": [{"delta": {}, "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 12, "completion_tokens": 2},
+                   "timings": {"prompt_ms": 30.0, "predicted_ms": 50.0}})
+    fake.script.append(_sse(events, 0.05))
+    with fake_adapter(fake, stream=True, api="chat") as adapter:
+        r = adapter.generate([GenerationRequest(prompt="", messages=(("user", "Hi"),), max_tokens=2)])[0]
+    assert (r.text, r.prompt_tokens, r.completion_tokens, r.finish_reason) == ("Hello", 12, 2, "length")
+    assert r.timings.prompt_eval_s == 0.03 and r.timings.generation_s == 0.05 and r.timings.first_token_s
+    assert r.meta["timings_from"] == "the server's timings"
+
+
+@pytest.mark.parametrize(("body", "done"), [
+    ([], True), (["not an object"], True), ([{"choices": ["x"]}], True),
+    ([{"error": {"message": "no free slot"}}], True),
+    ([{"choices": [{"text": " Par", "finish_reason": None}]}], False),  # cut off: no [DONE], no finish_reason
+])
+def test_a_malformed_stream_is_a_bad_response(fake, body, done):
+    fake.script.append(_sse(body, 0.0, done=done))
+    with fake_adapter(fake, stream=True, max_retries=0) as adapter, pytest.raises(ServerRequestError) as err:
+        adapter.generate([GenerationRequest(prompt="x", max_tokens=2)])
+    assert err.value.kind == "bad_response" and "stream" in str(err.value)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from edgeready.adapters.base import Adapter
     from edgeready.cache import GenerationStore
     from edgeready.gguf_info import GGUFSummary
+    from edgeready.phone import PhoneServer
 
 C = TypeVar("C", bound=GateConfig)
 I = TypeVar("I")  # noqa: E741 (the inputs a gate gathers)
@@ -100,6 +101,10 @@ class RunResources(Protocol):
 
     def device_serial(self, pair: Pair) -> str | None:
         """The phone (adb serial) of the target's pool that this worker owns, if the target names any."""
+        ...
+
+    def phone(self) -> PhoneServer | None:
+        """The phone's server the run started for the current pair, when the target runs on a phone."""
         ...
 
     def shared(self, key: StashKey[T], factory: Callable[[], T]) -> T:

@@ -32,6 +32,7 @@ from edgeready.stats import student_t
 
 if TYPE_CHECKING:  # the meters are imported when energy is measured, not when a target is validated
     from edgeready.energy import Meter
+    from edgeready.phone import PhoneServer
 
 
 class EnergyConfig(GateConfig):
@@ -53,6 +54,12 @@ class EnergyConfig(GateConfig):
     supports_baseline: ClassVar[bool] = True
 
     def check_target(self, target: Target) -> None:
+        if target.profile.phone is not None and self.meter not in ("auto", "android"):
+            raise ValueError(f"gates.energy.meter: {self.meter} cannot meter a model running on the phone "
+                             "(profile.phone): use android (its fuel gauge over adb) or auto")
+        if target.profile.phone is not None and self.require == "measured" and not target.profile.phone.on_battery:
+            raise ValueError("gates.energy.require: measured reads the phone's fuel gauge, which needs the phone on "
+                             "battery: set profile.phone.on_battery: true so the run checks that before it starts")
         if self.require == "any" and self.meter in ("auto", "estimate") and target.profile.power is None:
             raise ValueError("gates.energy may fall back to an estimate but profile.power is missing")
 
@@ -69,6 +76,7 @@ class EnergyInputs:
     provenance: dict[str, Any]
     pid: int
     serial: str | None = None  # the phone this worker owns, for the Android fuel gauge
+    adb: str | None = None  # the model runs on that phone (profile.phone): its gauge, through this adb binary
     # The baseline (target `baseline.margins.energy`): its adapter, answering batches interleaved with the
     # candidate's; or its recorded energy per query; or "same" for the candidate itself.
     baseline: Adapter | float | str | None = None
@@ -85,6 +93,9 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
 
     def gather(self, run: RunResources, pair: Pair, cfg: EnergyConfig) -> EnergyInputs:
         adapter = run.live(pair)
+        phone = run.phone() if pair.target.profile.phone is not None else None
+        if phone is not None:
+            return _on_phone(run, pair, cfg, adapter, phone)
         # A server's energy is its own process's (or its GPU's); a device's is this process's.
         pid = run.server_pid() if pair.role == "server" else os.getpid()
         if pid is None:
@@ -106,7 +117,7 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
 
     def measure(self, inputs: EnergyInputs, cfg: EnergyConfig) -> Measurement:
         m = measure_energy(inputs.adapter, cfg, inputs.profile, inputs.items, inputs.provenance, inputs.pid,
-                           inputs.serial)
+                           inputs.serial, inputs.adb)
         if inputs.margin is not None:
             m.paired = _versus_baseline(inputs, cfg, m)
         return m
@@ -122,6 +133,17 @@ class Energy(Gate[EnergyConfig, EnergyInputs]):
                                 f"energy per query / {pc.baseline}'s, upper bound"))
         failed = next((c for c in checks if not c.passed), check)
         return Judgement(checks, energy_advice(failed))
+
+
+def _on_phone(run: RunResources, pair: Pair, cfg: EnergyConfig, adapter: Adapter, phone: PhoneServer
+              ) -> EnergyInputs:
+    """The phone's own fuel gauge while its server answers (no estimate: the host's CPU time says nothing of a
+    phone's)."""
+    if pair.target.baseline is not None and "energy" in pair.target.baseline.margins:
+        raise MeasurementError("energy against a baseline is not measured on a phone yet (one server at a time "
+                               "runs there): remove baseline.margins.energy from this target")
+    return EnergyInputs(adapter, pair.target.profile, prompts_for(run, pair, cfg.queries_per_batch),
+                        run.provenance(pair), phone.pid or 0, phone.serial, phone.spec.adb)
 
 
 def _versus_baseline(inputs: EnergyInputs, cfg: EnergyConfig, m: Measurement) -> PairedOutcome:
@@ -179,11 +201,11 @@ def _interleaved_ratios(cand: Adapter, base: Adapter, inputs: EnergyInputs, cfg:
 
 def measure_energy(
     adapter: Adapter, gate: EnergyConfig, profile: Profile, items: list[QAItem],
-    provenance: dict[str, Any], pid: int, serial: str | None = None,
+    provenance: dict[str, Any], pid: int, serial: str | None = None, adb: str | None = None,
 ) -> Measurement:
     from edgeready.energy import EnergyPerQuery, measure_queries
 
-    meter = meter_for(gate, profile, pid, serial)
+    meter = meter_for(gate, profile, pid, serial, adb=adb)
     requests = [qa_request(it, 16) for it in items[: gate.queries_per_batch]]
     marks: list[tuple[float, float, int]] = []  # cumulative (gross joules, seconds) after each batch
     tokens = 0
@@ -240,10 +262,18 @@ def measure_energy(
 
 
 def meter_for(gate: EnergyConfig, profile: Profile, pid: int, serial: str | None = None,
-              adb_run: Callable[[list[str]], str] | None = None) -> Meter:
+              adb_run: Callable[[list[str]], str] | None = None, *, adb: str | None = None) -> Meter:
     """The block's meter; the estimate, where allowed, uses the profile's power model on `pid`'s CPU time; the
-    Android fuel gauge reads the phone `serial` (this worker's of the target's pool)."""
+    Android fuel gauge reads the phone `serial` (this worker's of the target's pool). `adb`: the model runs on
+    that phone, so its gauge it is (through that adb binary), never another meter."""
     from edgeready.energy import CpuPowerModel, select_meter
+    from edgeready.energy.android import subprocess_runner
+
+    if adb is not None:
+        def on_phone(args: list[str]) -> str:
+            return subprocess_runner([adb, *args[1:]])
+
+        return select_meter("android", require="measured", android_serial=serial, adb_run=adb_run or on_phone)
 
     model = None
     if profile.power is not None:

@@ -31,6 +31,7 @@ from edgeready.schema import GateConfig, Pair, Profile, Target
 
 if TYPE_CHECKING:  # the gguf package costs a quarter second to import; configuration errors must be fast
     from edgeready.gguf_info import GGUFSummary
+    from edgeready.phone import PhoneServer
 
 MB = 1024 * 1024
 
@@ -129,12 +130,25 @@ def measure_memory(
 
 
 def measure_server_memory(
-    pid: int, model: Path, sha256: str, summary: GGUFSummary, profile: Profile, prompts: int
+    pid: int, model: Path, sha256: str, summary: GGUFSummary, profile: Profile, prompts: int,
+    phone: PhoneServer | None = None,
 ) -> Measurement:
-    """Peak resident memory of the server process that the run started, after it answered prompts."""
+    """Peak resident memory of the server process that the run started (on this host, or on the phone), after
+    it answered prompts."""
     from edgeready.server_process import peak_rss_bytes
 
-    peak_mb = peak_rss_bytes(pid) / MB
+    if phone is not None:
+        total, peaks = phone.peak_rss_bytes()
+        peak_mb = total / MB
+        meter = f"VmHWM of the on-device server (pid {pid}) on {phone.where}, read over adb"
+        note = ("the on-device server as the target's command started it (profile.phone.server), after it "
+                "answered the gate's prompts: what the phone's kernel counted; with its child processes "
+                f"summed when it has any ({ {p: round(b / MB, 1) for p, b in peaks.items()} } MB by pid)")
+    else:
+        peak_mb = peak_rss_bytes(pid) / MB
+        meter = f"VmHWM of llama_cpp.server (pid {pid})"
+        note = ("llama_cpp.server keeps logits for every position (logits_all) so that /completions can "
+                "return log-probabilities: n_ctx x n_vocab floats count here")
     return Measurement(
         gate="memory",
         metric="peak resident memory of the server process",
@@ -143,16 +157,15 @@ def measure_server_memory(
         n=prompts,
         interval=None,
         method="measured",
-        meter=f"VmHWM of llama_cpp.server (pid {pid})",
+        meter=meter,
         provenance={"model": str(model), "sha256": sha256, "n_ctx": profile.n_ctx, "n_batch": profile.n_batch,
-                    "parallel": profile.parallel,
-                    "threads": profile.threads},
+                    "parallel": profile.parallel, "threads": profile.threads,
+                    **({"measured_on": phone.measured_on()} if phone is not None else {})},
         details={
             "weights_mb": summary.weights_mb,
             "weights_meter": "sum of GGUF tensor sizes (gguf package)",
             "kv_cache_mb_full_attention": summary.kv_cache_bytes(profile.n_ctx) / MB,
-            "note": "llama_cpp.server keeps logits for every position (logits_all) so that /completions can "
-                    "return log-probabilities: n_ctx x n_vocab floats count here",
+            "note": note,
         },
         items=[{"id": "server", "pid": pid, "peak_rss_mb": peak_mb}],
     )
@@ -169,6 +182,7 @@ class MemoryInputs:
     requests: list[GenerationRequest]
     prompt_style: str
     server_pid: int | None = None
+    phone: PhoneServer | None = None  # the server runs on this phone (server_pid is its pid there)
     # The baseline to compare with (target `baseline.margins.memory`): its inputs to probe alike, or its peak
     # and weights read from an earlier run, or "same" for the candidate itself.
     baseline: MemoryInputs | tuple[float, float] | str | None = None
@@ -197,6 +211,8 @@ class Memory(Gate[MemoryConfig, MemoryInputs]):
             path, sha = run.model(pair.candidate)
             return MemoryInputs(path, sha, run.gguf(pair.candidate), profile, requests,
                                 pair.candidate.prompt_style, server_pid=run.server_pid())
+        if profile.phone is not None:
+            return _on_phone(run, pair, requests)
         cand = run.device_candidate(pair)  # offload: the device's memory is what the target limits
         run.release()  # the probe process must not compete with a resident model
         offload = pair.candidate.offload
@@ -210,7 +226,7 @@ class Memory(Gate[MemoryConfig, MemoryInputs]):
         if inputs.server_pid is not None:
             assert inputs.model is not None and inputs.summary is not None
             return measure_server_memory(inputs.server_pid, inputs.model, inputs.sha256, inputs.summary,
-                                         inputs.profile, len(inputs.requests))
+                                         inputs.profile, len(inputs.requests), inputs.phone)
         m = measure_memory(inputs.model, inputs.sha256, inputs.summary, inputs.profile, inputs.requests,
                            inputs.prompt_style)
         if inputs.margin is not None:
@@ -230,6 +246,20 @@ class Memory(Gate[MemoryConfig, MemoryInputs]):
                        Check("weights_vs_baseline", pc.table["weights_ratio"], "<=", limit, "x",
                              f"weights / {pc.baseline}'s")]
         return Judgement(checks, memory_advice(checks, subject.quantization, m.details["kv_cache_mb_full_attention"]))
+
+
+def _on_phone(run: RunResources, pair: Pair, requests: list[GenerationRequest]) -> MemoryInputs:
+    """The phone's server answers the prompts; its high-water mark is then read on the phone."""
+    if pair.target.baseline is not None and "memory" in pair.target.baseline.margins:
+        raise MeasurementError("memory against a baseline is not measured on a phone yet (one server at a time "
+                               "runs there): remove baseline.margins.memory from this target")
+    run.live(pair).generate(requests)
+    phone = run.phone()
+    if phone is None or phone.pid is None:
+        raise MeasurementError("the phone's server is not running: no memory to read")
+    path, sha = run.model(pair.candidate)
+    return MemoryInputs(path, sha, run.gguf(pair.candidate), pair.target.profile, requests,
+                        pair.candidate.prompt_style, server_pid=phone.pid, phone=phone)
 
 
 def _with_baseline(run: RunResources, pair: Pair, inputs: MemoryInputs) -> MemoryInputs:

@@ -21,6 +21,16 @@ threads, context and batch size, after one untimed warm-up request (llama-bench 
   generation requests in one generate() call: their generated tokens / the call's wall time (prompt
   evaluation included). Otherwise it is reported as not measured.
 
+- **Sustained speed and heat**: the median time of the first and of the last tenth of the TTFT requests, and
+  the slowdown between them (`max_throttle_pct` bounds it: a phone that throttles as it heats is reported as
+  such). On a phone (profile.phone) the battery's and the thermal zones' temperatures are read before the
+  gate, after the TTFT requests and at its end.
+
+On a phone the requests go to the on-device server through adb forward, streamed: TTFT is the first content
+event's arrival on the host (adb's round trip included: about a millisecond over USB, more over Wi-Fi), pp
+and tg come from the server's own timings where it reports them (llama.cpp's llama-server does), else from
+the pace of the events (tg) or not at all (pp, when the stream carries no prompt token counts).
+
 TTFT, pp and tg run one sequence at a time, on a single-stream adapter of the same model when the target
 decodes in batches (`parallel` > 1: that adapter pads every step to a fixed batch, adapters/llama_cpp_batch.py):
 they are what one user of the app sees. pp, tg and batched are each repeated `repetitions` times: mean and
@@ -36,7 +46,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
@@ -51,8 +61,15 @@ from edgeready.records import GenerationRequest, QAItem, Response
 from edgeready.schema import GateConfig, Pair, Profile, Target
 from edgeready.stats import Interval, student_t
 
+if TYPE_CHECKING:
+    from edgeready.phone import PhoneServer
+
 METER = "wall clock (time.perf_counter) around llama.cpp decode on the host"
+PHONE_METER = ("wall clock on the host around the streamed replies of the on-device server on {where} (through adb "
+               "forward); the server's own timings where it reports them")
 P95 = 0.95
+# Requests the throttle check needs: a first and a last tenth of at least one request each.
+THROTTLE_MIN = 10
 # Room the pp prompt's estimate of its length keeps in the context, and what a tg prompt takes.
 PP_SHARE_OF_CTX = 0.9
 TG_PROMPT_ROOM = 64
@@ -83,6 +100,8 @@ class SpeedConfig(GateConfig):
     tg_tokens: int = Field(default=128, ge=1, le=1_048_576, description="generated tokens per tg run (tg128)")
     repetitions: int = Field(default=3, ge=1, le=100, description="runs of pp and tg (llama-bench's -r)")
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    max_throttle_pct: float | None = Field(default=None, gt=0, lt=100,
+                                           description="slowdown of the last tenth of the TTFT requests vs the first")
 
     @model_validator(mode="after")
     def _bounds_can_be_shown(self) -> SpeedConfig:
@@ -90,6 +109,9 @@ class SpeedConfig(GateConfig):
         if self.max_ttft_p95_s is not None and self.prompts < need:
             raise ValueError(f"prompts: {self.prompts} requests cannot bound TTFT p95 at confidence "
                              f"{self.confidence:g} (max_ttft_p95_s needs at least {need})")
+        if self.max_throttle_pct is not None and self.prompts < THROTTLE_MIN:
+            raise ValueError(f"prompts: {self.prompts} requests have no first and last tenth to compare "
+                             "(max_throttle_pct needs at least 10)")
         if self.min_generation_tps is not None and self.repetitions < 2:
             raise ValueError("repetitions: min_generation_tps is compared through a lower confidence bound over "
                              "the repetitions, which needs at least 2")
@@ -114,6 +136,9 @@ class SpeedConfig(GateConfig):
                              "gates.accuracy, which the speed gate times")
 
     def check_limit(self, n: int) -> None:
+        if self.max_throttle_pct is not None and min(n, self.prompts) < THROTTLE_MIN:
+            raise ValueError(f"max_throttle_pct compares tenths of at least {THROTTLE_MIN} timed requests, --limit "
+                             f"leaves {n}")
         need = min_requests(P95, self.confidence)
         if self.max_ttft_p95_s is not None and min(n, self.prompts) < need:
             raise ValueError(f"max_ttft_p95_s needs at least {need} timed requests, --limit leaves {n}")
@@ -128,6 +153,7 @@ class SpeedInputs:
     items: list[QAItem]  # text for the pp prompts and tg requests
     provenance: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    phone: PhoneServer | None = None  # the model runs there: its temperatures are read too
 
 
 @register
@@ -151,8 +177,11 @@ class Speed(Gate[SpeedConfig, SpeedInputs]):
         n = min(cfg.prompts, len(items), run.limit if run.limit is not None else cfg.prompts)
         notes = [f"{cfg.prompts} TTFT requests asked for, {n} timed (capped by --limit or the questions)"] \
             if n < cfg.prompts else []
-        return SpeedInputs(run.live(pair), run.live(single_stream(pair)), pair.target.profile,
-                           [qa_request(it, max_tokens) for it in items[:n]], items, run.provenance(pair), notes)
+        adapter = run.live(pair)
+        single = run.live(single_stream(pair))
+        phone = run.phone() if pair.target.profile.phone is not None else None
+        return SpeedInputs(adapter, single, pair.target.profile, [qa_request(it, max_tokens) for it in items[:n]],
+                           items, run.provenance(pair), notes, phone)
 
     def measure(self, inputs: SpeedInputs, cfg: SpeedConfig) -> Measurement:
         return measure_speed(inputs, cfg)
@@ -169,6 +198,12 @@ class Speed(Gate[SpeedConfig, SpeedInputs]):
             checks.append(Check("generation_tps", 0.0 if bound is None else bound, ">=", cfg.min_generation_tps,
                                 "tokens/s", f"Student-t lower bound ({tg['confidence']:.0%}) of the mean over "
                                 f"{tg['n']} repetitions, single stream"))
+        if cfg.max_throttle_pct is not None:
+            sus = m.details["sustained"]
+            # Too few timed requests (a short dataset) is no evidence of a cool device: it fails, as a missing bound.
+            checks.append(Check("throttle", sus["slowdown_pct"] if sus["measured"] else math.inf, "<=",
+                                cfg.max_throttle_pct, "%", f"median request time, last {sus['n_each']} vs first "
+                                f"{sus['n_each']} of {ttft['n']}"))
         if not checks and REPORT_ONLY not in m.notes:
             # Nothing to compare: the verdict says so beside the figures (a note is what every report shows).
             m.notes.append(REPORT_ONLY)
@@ -179,7 +214,7 @@ def single_stream(pair: Pair) -> Pair:
     """The pair with its profile decoding one sequence at a time. A batched adapter decodes fixed rows per step
     (adapters/llama_cpp_batch.py), so one request through it costs a full batch: not what one user sees."""
     prof = pair.target.profile
-    if prof.parallel == 1:
+    if prof.parallel == 1 or prof.phone is not None:  # a phone's server serves one request alone when sent one
         return pair
     target = pair.target.model_copy(update={"profile": prof.model_copy(update={"parallel": 1})})
     return dataclasses.replace(pair, target=target)
@@ -194,6 +229,13 @@ def speed_advice(checks: list[Check], details: dict[str, Any]) -> str:
     failed = [c for c in checks if not c.passed]
     parts = []
     for c in failed:
+        if c.name == "throttle":
+            sus = details["sustained"]
+            parts.append(f"throttle: the last requests ran {c.observed:.3g} % slower than the first: the device "
+                         "heats and lowers its clocks; fewer threads (the big cores only), fewer bits, or a "
+                         "cooler sustained workload" if sus["measured"]
+                         else f"throttle: not measured ({sus['reason']})")
+            continue
         point = details["ttft"]["p95_s"] if c.name == "ttft_p95" else details["tg"]["tokens_per_s"]
         if point <= c.threshold if c.op == "<=" else point >= c.threshold:
             parts.append(f"{c.name}: inconclusive, the point estimate ({point:.4g}) meets {c.threshold:g} but its "
@@ -210,14 +252,25 @@ def speed_advice(checks: list[Check], details: dict[str, Any]) -> str:
 
 # -- measuring ------------------------------------------------------------------------------------------
 def measure_speed(inputs: SpeedInputs, cfg: SpeedConfig) -> Measurement:
-    single = inputs.single
+    single, phone = inputs.single, inputs.phone
     described = inputs.adapter.describe()
+    heat: dict[str, Any] = {"before": phone.temperatures()} if phone is not None else {}
     single.generate([WARMUP])  # untimed, as llama-bench's warm-up run
     ttft, ttft_items = _ttft(single, inputs.requests, cfg.confidence)
+    if phone is not None:
+        heat["during"] = phone.temperatures()
     pp, pp_items = _prompt_processing(single, inputs.items, cfg)
     tg, tg_items = _generation(single, inputs.items, cfg)
     batched, batched_items = _batched(inputs.adapter, inputs.items, cfg, described.get("parallel"), tg)
+    if phone is not None:
+        heat.update(after=phone.temperatures(), where=phone.where, meter="dumpsys battery (tenths of a degree) "
+                    "and /sys/class/thermal/thermal_zone*/temp (millidegrees), over adb")
+    else:
+        heat = {"measured": False, "reason": "the model ran on the host (no profile.phone): no phone to read"}
     notes = [*inputs.notes, *_shortfalls(ttft, pp, tg, batched)]
+    meter = PHONE_METER.format(where=phone.where) if phone is not None else METER
+    for fig in (ttft, pp, tg):
+        fig["meter"] = meter
     upper = ttft["p95_upper_bound_s"]
     p = inputs.profile
     return Measurement(
@@ -229,18 +282,34 @@ def measure_speed(inputs: SpeedInputs, cfg: SpeedConfig) -> Measurement:
         interval=None if upper is None else Interval(low=ttft["p50_s"], high=upper, confidence=cfg.confidence,
                                                      method="order-statistic upper bound of p95 (low = median)"),
         method="measured",
-        meter=METER,
+        meter=meter,
         provenance={**inputs.provenance, "adapter": described},
         details={
-            "ttft": ttft, "pp": pp, "tg": tg, "tg_batched": batched,
+            "ttft": ttft, "pp": pp, "tg": tg, "tg_batched": batched, "sustained": _sustained(ttft_items),
+            "heat": heat,
             "settings": {"threads": p.threads, "n_ctx": p.n_ctx, "n_batch": p.n_batch,
                          "parallel": described.get("parallel"), "warmup_requests": 1, "decoding": "greedy",
-                         "where": "the host that ran the suite, with the target profile's settings (not "
+                         "where": f"{phone.where}, its on-device server" if phone is not None else
+                                  "the host that ran the suite, with the target profile's settings (not "
                                   f"{p.device} unless the suite ran there)"},
         },
         notes=notes,
         items=[*ttft_items, *pp_items, *tg_items, *batched_items],
     )
+
+
+def _sustained(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median request time of the first and of the last tenth of the TTFT requests (at least one each), and the
+    slowdown between them in percent (negative: the end was faster)."""
+    times = [it["total_s"] for it in items if it["total_s"]]
+    k = len(times) // 10
+    if len(times) < THROTTLE_MIN:
+        return {"measured": False, "n_each": k, "slowdown_pct": None,
+                "reason": f"{len(times)} timed requests, fewer than {THROTTLE_MIN}: no tenths to compare"}
+    first, last = statistics.median(times[:k]), statistics.median(times[-k:])
+    return {"measured": True, "n_each": k, "first_tenth_median_s": first, "last_tenth_median_s": last,
+            "slowdown_pct": (last / first - 1) * 100,
+            "how": "median request time of the last tenth of the TTFT requests over the first tenth's, minus 1"}
 
 
 def _counted(adapter: Adapter) -> int | None:
@@ -316,6 +385,10 @@ def _prompt_processing(adapter: Adapter, items: list[QAItem], cfg: SpeedConfig
     # At least 3 characters a token in English text: the calibration prompt fits wherever pp_tokens does.
     calib = _pp_request(items, len(items) // 2, 3 * cfg.pp_tokens)
     got = adapter.generate([calib])[0]
+    if got.prompt_tokens <= 0 and _counted(adapter) is None:
+        return {"measured": False, "reason": "the server reports no prompt token counts (no usage in its stream, "
+                "no timings): prompt tokens/s cannot be counted, only the time to first token",
+                "tokens_requested": cfg.pp_tokens, "tokens_evaluated": [], "tokens_per_s": None, "n": 0}, []
     chars_per_token = len(calib.prompt) / max(got.prompt_tokens - 1, 1)  # the BOS token has no text
     chars = max(1, round((cfg.pp_tokens - 1) * chars_per_token))
     samples, counted, records = [], [], []
