@@ -175,8 +175,9 @@ class AdapterPool:
             opened.adapter.close()
         finally:
             if opened.server is not None:
-                problems = opened.server.stop()
-                for problem in problems or ():  # a phone that dropped: said, and cleaned by the next run
+                result = opened.server.stop()
+                # A phone's server lists what it could not do (a phone that dropped: the next run cleans it).
+                for problem in result if isinstance(result, list) else ():
                     warnings.warn(problem, stacklevel=2)
 
     def close(self) -> None:
