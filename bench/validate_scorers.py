@@ -4,7 +4,10 @@
 
 Each labelled sentence is scored with its passage's real Wikipedia paragraph as the single evidence passage.
 Offline scorers (ngram, embedding) always run; nli runs only with --nli-model (a local MNLI classifier).
-Prints a markdown table and writes it, with runtimes and provenance, as JSON under reports/.
+Then every offline signal of edgeready/selfcheck/signals.py alone and their combination (a logistic regression,
+cross-validated with folds grouped by passage): AUC-PR, Brier score and expected calibration error of the
+cross-validated probability that a sentence is not factual, and each fold's figures (--no-signals skips it).
+Prints markdown tables and writes them, with runtimes and provenance, as JSON under reports/.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edgeready.selfcheck import ScorerUnavailable, make_scorer  # noqa: E402
+from edgeready.selfcheck.signals import SignalExtractor  # noqa: E402
 from edgeready.selfcheck.validation import (  # noqa: E402
     auc_pr_table,
     load_labelled,
     markdown_table,
     score_passages,
+    signal_report,
+    signal_table,
 )
 
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "wikibio" / "dev.jsonl"
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--limit", type=int, default=None, help="score only the first N passages")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for embedding/nli")
+    ap.add_argument("--no-signals", action="store_true", help="skip the signals and their combination")
+    ap.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by passage")
     args = ap.parse_args(argv)
 
     passages = load_labelled(args.data)[: args.limit]
@@ -115,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = markdown_table(results)
     print(table)
+    signals = None if args.no_signals else run_signals(passages, args.folds, args.threads)
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -127,11 +136,31 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": args.threads,
         "errors": errors,
         "markdown": table,
+        "signals": signals,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def run_signals(passages: list, folds: int, threads: int | None) -> dict:
+    """Signals alone and combined, cross-validated by passage; prints their table."""
+    from edgeready.selfcheck.embedding import EmbeddingScorer
+
+    extractor = SignalExtractor(EmbeddingScorer(threads=threads))
+    extractor.embedding.load()  # the model's load is not scoring time
+    table = signal_table(extractor, passages)
+    rows = signal_report(table, folds)
+    print(f"\nsignals: {len(table.labels)} sentences scored in {table.seconds:.1f} s "
+          f"({folds} folds grouped by passage)", file=sys.stderr)
+    print("\n| signal | NonFact | NonFact* | Factual | Brier | ECE | NonFact per fold |\n|---|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        auc = row["auc_pr"]
+        per_fold = ", ".join(f"{100 * f['auc_pr_nonfact']:.1f}" for f in row["folds"])
+        print(f"| {name} | {100 * auc['NonFact']['auc_pr']:.2f} | {100 * auc['NonFact*']['auc_pr']:.2f} | "
+              f"{100 * auc['Factual']['auc_pr']:.2f} | {row['brier']:.4f} | {row['ece']:.4f} | {per_fold} |")
+    return {"seconds": table.seconds, "sentences": len(table.labels), "folds": folds, "rows": rows}
 
 
 if __name__ == "__main__":

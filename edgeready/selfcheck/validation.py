@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgeready.selfcheck.base import SentenceScorer
+from edgeready.selfcheck.signals import SignalExtractor
 
 LABELS = ("accurate", "minor_inaccurate", "major_inaccurate")
 TASKS = ("NonFact", "NonFact*", "Factual")
@@ -119,3 +122,83 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
         cells = [f"{100 * table[t]['auc_pr']:.2f} ({100 * table[t]['random']:.2f})" for t in TASKS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# -- signals, their combination, calibration (edgeready/selfcheck/signals.py) ---------------------------------
+def brier(probs: Sequence[float], positive: Sequence[int]) -> float:
+    """Mean squared error of probabilities against 0/1 outcomes."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(positive, dtype=float)
+    return float(np.mean((p - y) ** 2))
+
+
+def expected_calibration_error(probs: Sequence[float], positive: Sequence[int], bins: int = 10) -> float:
+    """Sum over equal-width probability bins of (share of sentences in the bin) x |mean probability - observed
+    rate| in the bin."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(positive, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(np.mean(which == b) * abs(p[which == b].mean() - y[which == b].mean())
+                     for b in range(bins) if np.any(which == b)))
+
+
+@dataclass(frozen=True)
+class SignalTable:
+    """Every labelled sentence's signals, label and passage (the cross-validation groups)."""
+
+    x: np.ndarray
+    labels: tuple[str, ...]
+    groups: np.ndarray
+    seconds: float
+
+    @property
+    def nonfactual(self) -> np.ndarray:
+        return np.asarray([int(lab != "accurate") for lab in self.labels])
+
+
+def signal_table(extractor: SignalExtractor, passages: Sequence[LabelledPassage]) -> SignalTable:
+    """The signals of every sentence, with the passage's Wikipedia paragraph as the evidence."""
+    from edgeready.selfcheck.embedding import split_sentences
+
+    start = time.perf_counter()
+    extractor.prefetch([s for p in passages for s in (*p.sentences, *split_sentences(p.reference))])
+    blocks, labels, groups = [], [], []
+    for p in passages:
+        blocks.append(extractor.signals(list(p.sentences), [p.reference]))
+        labels += p.annotations
+        groups += [p.passage_idx] * len(p.sentences)
+    return SignalTable(np.vstack(blocks), tuple(labels), np.asarray(groups), time.perf_counter() - start)
+
+
+def cross_validate(table: SignalTable, columns: Sequence[str], folds: int = 5) -> tuple[np.ndarray, list[dict]]:
+    """Out-of-fold P(not factual) from a Combination of `columns`, folds grouped by passage (GroupKFold): no
+    sentence is scored by a model fitted on its own passage. Returns the probabilities and each fold's figures."""
+    from sklearn.model_selection import GroupKFold
+
+    from edgeready.selfcheck.signals import Combination
+
+    y = table.nonfactual
+    out = np.zeros(len(y))
+    per_fold = []
+    for k, (train, test) in enumerate(GroupKFold(n_splits=folds).split(table.x, y, table.groups)):
+        out[test] = Combination(tuple(columns)).fit(table.x[train], y[train]).predict(table.x[test])
+        per_fold.append({"fold": k, "passages": len(set(table.groups[test])), "sentences": len(test),
+                         "auc_pr_nonfact": auc_pr(y[test], out[test]), "brier": brier(out[test], y[test])})
+    return out, per_fold
+
+
+def signal_report(table: SignalTable, folds: int = 5) -> dict[str, dict]:
+    """Per signal and for all of them combined: AUC-PR of the three tasks, Brier score and expected calibration
+    error of the cross-validated probabilities, and the folds' figures."""
+    from edgeready.selfcheck.signals import SIGNALS
+
+    y = table.nonfactual
+    rows: dict[str, dict] = {}
+    for name in (*SIGNALS, "combination"):
+        columns = SIGNALS if name == "combination" else (name,)
+        probs, per_fold = cross_validate(table, columns, folds)
+        # A signal alone is ranked by its own value (what a threshold on it would do); the combination by its
+        # cross-validated probability.
+        ranked = probs if name == "combination" else table.x[:, SIGNALS.index(name)]
+        span = float(ranked.max() - ranked.min()) or 1.0
+        rows[name] = {"auc_pr": auc_pr_table(((ranked - ranked.min()) / span).tolist(), table.labels),
+                      "brier": brier(probs, y), "ece": expected_calibration_error(probs, y), "folds": per_fold}
+    return rows
