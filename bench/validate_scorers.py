@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads for embedding/nli")
     ap.add_argument("--no-signals", action="store_true", help="skip the signals and their combination")
     ap.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by passage")
+    ap.add_argument("--samples-from", default=None, metavar="CANDIDATE",
+                    help="signals against passages this candidate writes about each person (the gate's evidence) "
+                         "instead of the Wikipedia paragraph")
+    ap.add_argument("--samples", type=int, default=4, help="passages per person with --samples-from")
     args = ap.parse_args(argv)
 
     passages = load_labelled(args.data)[: args.limit]
@@ -123,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     table = markdown_table(results)
     print(table)
-    signals = None if args.no_signals else run_signals(passages, args.folds, args.threads)
+    evidence = model_passages(passages, args.samples_from, args.samples) if args.samples_from else None
+    signals = None if args.no_signals else run_signals(passages, args.folds, args.threads, evidence)
+    if signals is not None and evidence is not None:
+        signals["evidence"] = f"{args.samples} passages by {args.samples_from} per person (the gate's protocol)"
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -144,13 +152,37 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-def run_signals(passages: list, folds: int, threads: int | None) -> dict:
+def model_passages(passages: list, candidate: str, n: int) -> dict[int, list[str]]:
+    """n passages per person from `candidate`, sampled as the hallucination gate samples (its prompt, temperature
+    1, a seed per sample), 16 decoded at once."""
+    from edgeready.adapters.llama_cpp_device import LlamaCppDevice
+    from edgeready.candidates import materialize, resolve_candidate
+    from edgeready.gates.hallucination import PROMPT, clean_passage
+    from edgeready.records import GenerationRequest
+
+    cand = resolve_candidate(candidate, REPO / "candidates")
+    model = materialize(cand, REPO / ".cache")
+    device = LlamaCppDevice(model.path, threads=2, n_ctx=4096, name=cand.name, prompt_style=cand.prompt_style,
+                            parallel=16)
+    people = [p.concept.replace("-lrb-", "(").replace("-rrb-", ")").replace(" ( ", " (").replace(" )", ")")
+              for p in passages]
+    requests = [GenerationRequest(prompt=PROMPT.format(concept=who), max_tokens=80, temperature=1.0, seed=k)
+                for who in people for k in range(n)]
+    start = time.perf_counter()
+    texts = [clean_passage(r.text) for r in device.generate(requests)]
+    print(f"{len(texts)} passages by {cand.name} in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    device.close()
+    return {p.passage_idx: texts[i * n:(i + 1) * n] for i, p in enumerate(passages)}
+
+
+def run_signals(passages: list, folds: int, threads: int | None, evidence: dict[int, list[str]] | None = None) -> dict:
     """Signals alone and combined, cross-validated by passage; prints their table."""
     from edgeready.selfcheck.embedding import EmbeddingScorer
 
     extractor = SignalExtractor(EmbeddingScorer(threads=threads))
     extractor.embedding.load()  # the model's load is not scoring time
-    table = signal_table(extractor, passages)
+    table = signal_table(extractor, passages, evidence)
     rows = signal_report(table, folds)
     print(f"\nsignals: {len(table.labels)} sentences scored in {table.seconds:.1f} s "
           f"({folds} folds grouped by passage)", file=sys.stderr)

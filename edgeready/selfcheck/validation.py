@@ -154,15 +154,20 @@ class SignalTable:
         return np.asarray([int(lab != "accurate") for lab in self.labels])
 
 
-def signal_table(extractor: SignalExtractor, passages: Sequence[LabelledPassage]) -> SignalTable:
-    """The signals of every sentence, with the passage's Wikipedia paragraph as the evidence."""
+def signal_table(extractor: SignalExtractor, passages: Sequence[LabelledPassage],
+                 evidence: dict[int, list[str]] | None = None) -> SignalTable:
+    """The signals of every sentence, with the passage's Wikipedia paragraph as the evidence, or the passages
+    `evidence` maps its passage_idx to (e.g. what a model writes about the same person: the gate's setting)."""
     from edgeready.selfcheck.embedding import split_sentences
 
+    def of(p: LabelledPassage) -> list[str]:
+        return evidence[p.passage_idx] if evidence is not None else [p.reference]
+
     start = time.perf_counter()
-    extractor.prefetch([s for p in passages for s in (*p.sentences, *split_sentences(p.reference))])
+    extractor.prefetch([s for p in passages for s in (*p.sentences, *(e for ev in of(p) for e in split_sentences(ev)))])
     blocks, labels, groups = [], [], []
     for p in passages:
-        blocks.append(extractor.signals(list(p.sentences), [p.reference]))
+        blocks.append(extractor.signals(list(p.sentences), of(p)))
         labels += p.annotations
         groups += [p.passage_idx] * len(p.sentences)
     return SignalTable(np.vstack(blocks), tuple(labels), np.asarray(groups), time.perf_counter() - start)
