@@ -535,8 +535,14 @@ class _Stream:
 
     events: list[tuple[float, dict[str, Any]]]
     chat: bool
-    content_times: list[float] = field(default_factory=list)
-    complete: bool = False  # ended with `data: [DONE]`
+    complete: bool  # ended with `data: [DONE]`
+    # From the events (__post_init__): the content pieces and when each arrived, the last finish_reason, and the
+    # usage and timings blocks where the server sent them.
+    pieces: list[str] = field(init=False)
+    content_times: list[float] = field(init=False)
+    finish: str | None = field(init=False)
+    usage: Any = field(init=False)
+    server_timings: Any = field(init=False)
 
     @classmethod
     def parse(cls, body: bytes, marks: tuple[tuple[int, float], ...], *, chat: bool) -> _Stream:
@@ -565,16 +571,13 @@ class _Stream:
             events.append((marks[min(k, len(marks) - 1)][1] if marks else 0.0, event))
         if not events:
             raise _BadShape("the stream carried no data events")
-        stream = cls(events, chat)
-        stream.complete = done
-        return stream
+        return cls(events, chat, done)
 
-    def merged(self) -> dict[str, Any]:
-        """One reply of the non-streamed shape: the content joined, the last finish_reason, usage and timings."""
-        parts, finish, usage, timings = [], None, None, None
+    def __post_init__(self) -> None:
+        self.pieces, self.content_times, self.finish, self.usage, self.server_timings = [], [], None, None, None
         for t, event in self.events:
-            usage = event.get("usage") or usage
-            timings = event.get("timings") or timings
+            self.usage = event.get("usage") or self.usage
+            self.server_timings = event.get("timings") or self.server_timings
             choices = _get(event, "choices", list, "stream event", required=False) or []
             if not choices:
                 continue
@@ -587,16 +590,19 @@ class _Stream:
             else:
                 piece = _get(choice, "text", str, "stream choices[0]", required=False)
             if piece:
-                parts.append(piece)
+                self.pieces.append(piece)
                 self.content_times.append(t)
-            finish = choice.get("finish_reason") or finish
-        if not self.complete and finish is None:
+            self.finish = choice.get("finish_reason") or self.finish
+        if not self.complete and self.finish is None:
             # A stream cut off mid-answer would pass for a short answer.
             raise _BadShape("the stream ended without a finish_reason or `data: [DONE]` (cut off)")
-        text = "".join(parts)
-        choice_out: dict[str, Any] = {"finish_reason": finish}
+
+    def merged(self) -> dict[str, Any]:
+        """One reply of the non-streamed shape: the content joined, the last finish_reason, usage and timings."""
+        text = "".join(self.pieces)
+        choice_out: dict[str, Any] = {"finish_reason": self.finish}
         choice_out.update({"message": {"content": text}} if self.chat else {"text": text})
-        return {"choices": [choice_out], "usage": usage, "timings": timings}
+        return {"choices": [choice_out], "usage": self.usage, "timings": self.server_timings}
 
     @property
     def content_events(self) -> int:

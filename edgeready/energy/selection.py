@@ -33,6 +33,7 @@ def select_meter(
     nvml_devices: Sequence[int] | None = None,
     android_serial: str | None = None,
     adb_run: Runner | None = None,
+    android_adb: str = "adb",
 ) -> Meter:
     """Return a ready meter or raise EnergyUnavailable naming every meter tried and why it failed.
 
@@ -44,7 +45,7 @@ def select_meter(
     factories: dict[CounterKind, Callable[[], Meter]] = {
         "rapl": lambda: RaplMeter(rapl_root),
         "nvml": lambda: NvmlMeter(nvml_devices),
-        "android": lambda: AndroidBatteryMeter(android_serial, run=adb_run),
+        "android": lambda: AndroidBatteryMeter(android_serial, run=adb_run, adb=android_adb),
     }
     tried: dict[str, str] = {}
     counters: Sequence[CounterKind] = order if kind == "auto" else ((kind,) if kind != "estimate" else ())

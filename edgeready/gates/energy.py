@@ -267,13 +267,9 @@ def meter_for(gate: EnergyConfig, profile: Profile, pid: int, serial: str | None
     Android fuel gauge reads the phone `serial` (this worker's of the target's pool). `adb`: the model runs on
     that phone, so its gauge it is (through that adb binary), never another meter."""
     from edgeready.energy import CpuPowerModel, select_meter
-    from edgeready.energy.android import subprocess_runner
 
     if adb is not None:
-        def on_phone(args: list[str]) -> str:
-            return subprocess_runner([adb, *args[1:]])
-
-        return select_meter("android", require="measured", android_serial=serial, adb_run=adb_run or on_phone)
+        return select_meter("android", require="measured", android_serial=serial, adb_run=adb_run, android_adb=adb)
 
     model = None
     if profile.power is not None:
