@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-def run_gate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the gate suites in a fresh pytest process, as a release engineer would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+def run_gate(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the gate suites in a fresh pytest process, as a release engineer would (env: added variables)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}, **(env or {})}
     return subprocess.run(
         # -c: pytest picks its config and rootdir from path-like arguments before plugins define
         # the options, so a --reports in /tmp would otherwise become the rootdir.
