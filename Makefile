@@ -17,7 +17,7 @@ WHEELHOUSE ?= $(HOME)/.cache/edgeready/wheelhouse/llama-cpp-python-$(LLAMA_VERSI
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install gate test lint clean-reports validate-scorers compare chromium candidates search
+.PHONY: install gate test lint clean-reports validate-scorers calibrate compare chromium candidates search
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -67,6 +67,11 @@ clean-reports:
 # SelfCheck scorers against the WikiBio human labels (AUC-PR table; docs/HALLUCINATION.md).
 validate-scorers: $(STAMP)
 	$(PY) bench/validate_scorers.py --data ../shared/data/wikibio/dev.jsonl $(ARGS)
+
+# Refit the calibrated scorer's shipped coefficients on the dev half (edgeready/selfcheck/calibrated.py).
+calibrate: $(STAMP)
+	$(PY) bench/validate_scorers.py --data ../shared/data/wikibio/dev.jsonl --scorers ngram \
+		--write-calibration edgeready/selfcheck/calibration.json $(ARGS)
 
 # The seed's Fig. 5(c): device-only, server-only and offload on the same questions (summary.md table).
 compare: $(STAMP)

@@ -8,12 +8,19 @@ Then every offline signal of edgeready/selfcheck/signals.py alone and their comb
 cross-validated with folds grouped by passage): AUC-PR, Brier score and expected calibration error of the
 cross-validated probability that a sentence is not factual, and each fold's figures (--no-signals skips it).
 Prints markdown tables and writes them, with runtimes and provenance, as JSON under reports/.
+
+--write-calibration FILE fits the combination on every labelled sentence and writes it, with its provenance
+(the data's digest, counts, date and the cross-validated figures), as the calibrated scorer's file:
+`make calibrate` writes the shipped one, edgeready/selfcheck/calibration.json. The calibrated scorer is left
+out of the first table when its file was fitted on the same data (its figures there would be in-sample: the
+cross-validated combination row is the honest one).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -25,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Runnable as a plain script from a checkout, without installing the package.
 sys.path.insert(0, str(REPO))
 
+from edgeready.errors import DatasetError  # noqa: E402
 from edgeready.selfcheck import ScorerUnavailable, make_scorer  # noqa: E402
 from edgeready.selfcheck.signals import SignalExtractor  # noqa: E402
 from edgeready.selfcheck.validation import (  # noqa: E402
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report (default: %(default)s)")
     ap.add_argument(
         "--scorers",
-        default="ngram,embedding",
+        default="ngram,embedding,calibrated",
         help="comma-separated scorers, each NAME or NAME:opt=value:opt=value (e.g. ngram:reduce=avg:n=2)",
     )
     ap.add_argument("--nli-model", default=None, help="local MNLI classifier directory or cached hub id")
@@ -94,12 +102,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="signals against passages this candidate writes about each person (the gate's evidence) "
                          "instead of the Wikipedia paragraph")
     ap.add_argument("--samples", type=int, default=4, help="passages per person with --samples-from")
+    ap.add_argument("--write-calibration", type=Path, default=None, metavar="FILE",
+                    help="fit the combination on all the data and write it as a calibrated scorer's file")
     args = ap.parse_args(argv)
+    if args.write_calibration and (args.no_signals or args.samples_from or args.limit):
+        ap.error("--write-calibration fits on every passage with the reference as evidence: "
+                 "drop --no-signals, --samples-from and --limit")
 
-    passages = load_labelled(args.data)[: args.limit]
+    try:
+        passages = load_labelled(args.data)[: args.limit]
+    except (OSError, DatasetError) as exc:  # a clear line naming the file and line, not a traceback
+        ap.error(str(exc))
     torch_opts: dict[str, object] = {"threads": args.threads} if args.threads else {}
     specs = [parse_spec(n) for n in args.scorers.split(",") if n.strip()]
-    specs = [(n, {**opts, **torch_opts} if n in ("embedding", "nli") else opts) for n, opts in specs]
+    specs = [(n, {**opts, **torch_opts} if n in ("embedding", "nli", "calibrated") else opts) for n, opts in specs]
+    digest = sha256_of(args.data)
+    in_sample = [n for n, opts in specs if n == "calibrated" and calibration_digest(opts) == digest]
+    for name in in_sample:
+        print(f"{name}: left out: its calibration was fitted on {args.data} (see the combination row)",
+              file=sys.stderr)
+    specs = [(n, opts) for n, opts in specs if n not in in_sample]
     if args.nli_model:
         nli_opts: dict[str, object] = {
             "model": args.nli_model,
@@ -129,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(results)
     print(table)
     evidence = model_passages(passages, args.samples_from, args.samples) if args.samples_from else None
-    signals = None if args.no_signals else run_signals(passages, args.folds, args.threads, evidence)
+    signals, signal_data = (None, None)
+    if not args.no_signals:
+        signals, signal_data = run_signals(passages, args.folds, args.threads, evidence, digest)
+    if args.write_calibration:
+        write_fit(args.write_calibration, signal_data, signals, args.data, digest, passages)
     if signals is not None and evidence is not None:
         signals["evidence"] = f"{args.samples} passages by {args.samples_from} per person (the gate's protocol)"
     report = {
@@ -176,14 +202,53 @@ def model_passages(passages: list, candidate: str, n: int) -> dict[int, list[str
     return {p.passage_idx: texts[i * n:(i + 1) * n] for i, p in enumerate(passages)}
 
 
-def run_signals(passages: list, folds: int, threads: int | None, evidence: dict[int, list[str]] | None = None) -> dict:
-    """Signals alone and combined, cross-validated by passage; prints their table."""
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def calibration_digest(options: dict[str, object]) -> str | None:
+    """The sha256 of the data the calibrated scorer's file was fitted on (None when it does not say)."""
+    from edgeready.selfcheck.calibrated import DEFAULT_CALIBRATION, load_calibration
+
+    _, provenance = load_calibration(Path(str(options.get("calibration", DEFAULT_CALIBRATION))))
+    return provenance.get("data_sha256")
+
+
+def write_fit(out: Path, table, signals: dict, data: Path, digest: str, passages: list) -> None:
+    """Fit the combination on every sentence and write it with its provenance."""
+    import sklearn
+
+    from edgeready.selfcheck.calibrated import write_calibration
+    from edgeready.selfcheck.signals import COMBINED, Combination
+
+    combination = Combination().fit(table.x, table.nonfactual)
+    cv = signals["rows"]["combination"]
+    counts = {label: table.labels.count(label) for label in sorted(set(table.labels))}
+    write_calibration(out, combination.calibration(), {
+        "fitted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "data": data.name, "data_sha256": digest, "passages": len(passages), "sentences": len(table.labels),
+        "labels": counts, "positive": "minor_inaccurate or major_inaccurate (not factual)",
+        "evidence": "wiki_bio_text (the real Wikipedia paragraph, one reference passage)",
+        "model": f"StandardScaler + LogisticRegression(C={Combination.c}), scikit-learn {sklearn.__version__}",
+        "columns": list(COMBINED),
+        "cross_validated": {"folds": signals["folds"], "grouped_by": "passage",
+                            **{task: round(100 * cv["auc_pr"][task]["auc_pr"], 2) for task in cv["auc_pr"]},
+                            "brier": round(cv["brier"], 4), "ece": round(cv["ece"], 4)},
+        "made_by": "make calibrate (bench/validate_scorers.py --write-calibration)",
+    })
+    print(f"wrote {out} (fitted on {len(table.labels)} sentences of {data.name})", file=sys.stderr)
+
+
+def run_signals(passages: list, folds: int, threads: int | None, evidence: dict[int, list[str]] | None,
+                digest: str) -> tuple[dict, object]:
+    """Signals alone and combined, cross-validated by passage; prints their table. Returns it and the signals."""
     from edgeready.selfcheck.embedding import EmbeddingScorer
 
     extractor = SignalExtractor(EmbeddingScorer(threads=threads))
     extractor.embedding.load()  # the model's load is not scoring time
     table = signal_table(extractor, passages, evidence)
     rows = signal_report(table, folds)
+    shipped = shipped_calibration(table, digest, evidence is None)
     print(f"\nsignals: {len(table.labels)} sentences scored in {table.seconds:.1f} s "
           f"({folds} folds grouped by passage)", file=sys.stderr)
     print("\n| signal | NonFact | NonFact* | Factual | Brier | ECE | NonFact per fold |\n|---|---|---|---|---|---|---|")
@@ -192,7 +257,27 @@ def run_signals(passages: list, folds: int, threads: int | None, evidence: dict[
         per_fold = ", ".join(f"{100 * f['auc_pr_nonfact']:.1f}" for f in row["folds"])
         print(f"| {name} | {100 * auc['NonFact']['auc_pr']:.2f} | {100 * auc['NonFact*']['auc_pr']:.2f} | "
               f"{100 * auc['Factual']['auc_pr']:.2f} | {row['brier']:.4f} | {row['ece']:.4f} | {per_fold} |")
-    return {"seconds": table.seconds, "sentences": len(table.labels), "folds": folds, "rows": rows}
+    if shipped is not None:
+        auc = shipped["auc_pr"]
+        print(f"\nshipped calibration applied as it is: NonFact {100 * auc['NonFact']['auc_pr']:.2f}, NonFact* "
+              f"{100 * auc['NonFact*']['auc_pr']:.2f}, Factual {100 * auc['Factual']['auc_pr']:.2f}, Brier "
+              f"{shipped['brier']:.4f}, ECE {shipped['ece']:.4f}; mean probability {shipped['mean_probability']:.3f} "
+              f"against an observed share of {shipped['observed_share']:.3f} non-factual sentences"
+              + (" (in-sample: it was fitted on these sentences)" if shipped["in_sample"] else ""))
+    return {"seconds": table.seconds, "sentences": len(table.labels), "folds": folds, "rows": rows,
+            "shipped_calibration": shipped}, table
+
+
+def shipped_calibration(table, digest: str, reference: bool) -> dict | None:
+    """The shipped calibration's figures on this table (None before `make calibrate` has written it)."""
+    from edgeready.selfcheck.calibrated import DEFAULT_CALIBRATION, load_calibration
+    from edgeready.selfcheck.validation import calibration_report
+
+    if not DEFAULT_CALIBRATION.exists():
+        return None
+    calibration, provenance = load_calibration(DEFAULT_CALIBRATION)
+    report = calibration_report(table, calibration)
+    return {**report, "in_sample": provenance.get("data_sha256") == digest and reference}
 
 
 if __name__ == "__main__":

@@ -48,11 +48,16 @@ def test_calibration_figures_are_bounded_and_zero_when_perfect(probs, seed):
 def test_combination_learns_a_probability_from_signals():
     rng = np.random.default_rng(0)
     x = rng.random((400, len(SIGNALS)))
-    y = (x[:, 0] + 0.1 * rng.standard_normal(400) > 0.5).astype(int)  # only embedding_max matters
-    probs = Combination().fit(x, y).predict(x)
+    column = SIGNALS.index("embedding_mean")
+    y = (x[:, column] + 0.1 * rng.standard_normal(400) > 0.5).astype(int)  # only embedding_mean matters
+    fitted = Combination().fit(x, y)
+    probs = fitted.predict(x)
     assert probs.min() >= 0 and probs.max() <= 1 and np.corrcoef(probs, y)[0, 1] > 0.7
-    weights = Combination().fit(x, y).coefficients()["weights"]
-    assert abs(weights[0]) == max(abs(w) for w in weights)
+    calibration = fitted.calibration()
+    weights = dict(zip(calibration.columns, calibration.weights, strict=True))
+    assert abs(weights["embedding_mean"]) == max(abs(w) for w in weights.values())
+    # The plain numbers a scorer ships predict what the fitted model does.
+    assert np.allclose(calibration.predict(x), probs)
 
 
 @pytest.mark.e2e

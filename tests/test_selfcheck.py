@@ -26,7 +26,7 @@ UNSUPPORTED = "She later opened a bakery chain across Brazil selling pastries."
 
 
 def test_factory_builds_each_scorer_and_rejects_unknown_names() -> None:
-    for name in ("ngram", "embedding", "nli"):
+    for name in ("calibrated", "ngram", "embedding", "nli"):
         scorer = make_scorer(name)
         assert isinstance(scorer, SentenceScorer)
     with pytest.raises(ValueError, match="unknown sentence scorer"):

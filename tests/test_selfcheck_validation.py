@@ -3,11 +3,13 @@ baseline on NonFact AUC-PR. Reads the shared dev set in place (never copied into
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edgeready.errors import DatasetError
 from edgeready.selfcheck import ScorerUnavailable, make_scorer
 from edgeready.selfcheck.validation import auc_pr_table, load_labelled, score_passages
 
@@ -70,3 +72,32 @@ def test_offline_scorer_beats_random_on_nonfact(name: str, passages: list) -> No
     assert table["NonFact"]["auc_pr"] > table["NonFact"]["random"] + 0.03, table
     # Factual uses 1 - score: a scorer that ranks hallucinations first must rank facts first too.
     assert table["Factual"]["auc_pr"] > table["Factual"]["random"], table
+
+
+GOOD_ROW = {"passage_idx": 0, "concept": "x", "gpt3_sentences": ["A was born.", "A died."],
+            "annotation": ["accurate", "major_inaccurate"], "wiki_bio_text": "A was born in 1900."}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "not a JSON object"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({k: v for k, v in GOOD_ROW.items() if k != "annotation"}), "annotation: missing"),
+    (json.dumps({**GOOD_ROW, "gpt3_sentences": [], "annotation": []}), "gpt3_sentences: a non-empty list"),
+    (json.dumps({**GOOD_ROW, "gpt3_sentences": ["A was born.", " "]}), "gpt3_sentences: a non-empty list"),
+    (json.dumps({**GOOD_ROW, "annotation": ["accurate"]}), "2 sentences but 1 labels"),
+    (json.dumps({**GOOD_ROW, "annotation": ["accurate", "wrong"]}), r"annotation: unknown label\(s\) \['wrong'\]"),
+    (json.dumps({**GOOD_ROW, "wiki_bio_text": ""}), "wiki_bio_text: empty"),
+])
+def test_a_bad_labelled_line_is_an_error_naming_file_line_and_field(tmp_path, line, message) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps(GOOD_ROW) + "\n\n" + line + "\n")
+    with pytest.raises(DatasetError, match=message) as exc:
+        load_labelled(path)
+    assert f"{path}:3:" in str(exc.value)
+
+
+def test_an_empty_labelled_file_is_an_error(tmp_path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text("\n")
+    with pytest.raises(DatasetError, match="no labelled passage"):
+        load_labelled(path)

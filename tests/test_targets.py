@@ -75,7 +75,7 @@ def test_invalid_yaml_names_the_line(tmp_path):
         ("dataset: {kind: countries-kb}", "dataset: {kind: webqsp}", "needs a 'path'"),
         # Sequential keys on a fixed gate are errors, never silently ignored.
         ("min_accuracy: 0.35", "min_accuracy: 0.35\n    delta: 0.05", "delta: only used with mode: sequential"),
-        ("max_rate: 0.6", "max_rate: 0.6\n    round_size: 3", "round_size: only used with mode: sequential"),
+        ("max_rate: 0.9", "max_rate: 0.9\n    round_size: 3", "round_size: only used with mode: sequential"),
         ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    delta: 0", "an SPRT needs an "
          "indifference margin"),
         ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    max_items: 5\n    round_size: 10",
@@ -84,11 +84,11 @@ def test_invalid_yaml_names_the_line(tmp_path):
          "unreachable within 30 items"),
         ("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    power: 0.4", "power: Input should be "
          "greater than 0.5"),
-        ("max_rate: 0.6", "max_rate: 0.6\n    mode: sequential\n    delta: 0.7", "delta must be within"),
+        ("max_rate: 0.9", "max_rate: 0.9\n    mode: sequential\n    delta: 0.95", "delta must be within"),
         # The promised power must hold at the budget, "not shown" stops included (exact).
         ("sample_size: 120", "sample_size: 300\n    mode: sequential\n    delta: 0.05", "max_items 300 is too small "
          "for power 0.95 at 0.4: a model at min_accuracy \\+ delta would not pass in"),
-        ("max_rate: 0.6", "max_rate: 0.02\n    mode: sequential\n    delta: 0.01", "cannot be shown within 10"),
+        ("max_rate: 0.9", "max_rate: 0.02\n    mode: sequential\n    delta: 0.01", "cannot be shown within 10"),
     ],
 )
 def test_impossible_thresholds_are_errors(tmp_path, old, new, message):
@@ -135,7 +135,7 @@ def test_limit_that_makes_the_minimum_unreachable_is_a_usage_error(tmp_path):
 def test_a_sequential_target_loads_with_its_error_rates(tmp_path):
     text = GOOD.replace("min_accuracy: 0.35", "min_accuracy: 0.35\n    mode: sequential\n    max_items: 400\n"
                         "    power: 0.9\n    delta: 0.1")
-    text = text.replace("max_rate: 0.6", "max_rate: 0.6\n    mode: sequential")
+    text = text.replace("max_rate: 0.9", "max_rate: 0.9\n    mode: sequential")
     t = load_target(write(tmp_path, text))
     acc, hal = t.gates.accuracy, t.gates.hallucination
     assert acc.cap == 400 and acc.beta == pytest.approx(0.1) and acc.test == "sprt" and acc.delta == 0.1

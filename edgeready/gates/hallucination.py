@@ -4,7 +4,10 @@ Protocol (Manakul et al., EMNLP 2023): for each concept the prompt "This is a pa
 about {concept}:"; one main passage by greedy decoding and N stochastic samples (temperature 1.0,
 seeds seed+1..seed+N); the main passage split into sentences with pysbd; every sentence scored in
 [0, 1] against the N samples by the target's scorer (1 = likely hallucinated: the samples do not
-back it up). Fixed-n: rate = mean sentence score over all sentences of all passages, and the gate passes
+back it up). With the default scorer, `calibrated`, a sentence's score is the estimated probability that it is
+not factual, so the rate is the expected share of non-factual sentences and `max_rate` bounds that share
+(edgeready/selfcheck/calibrated.py says what the probability is calibrated against).
+Fixed-n: rate = mean sentence score over all sentences of all passages, and the gate passes
 only when the upper bound of a bootstrap interval over passages is within the maximum. Sequential: a
 betting e-process over passage scores decides (the maximum is an input of that sampling plan).
 Evidence: reports/items/<candidate>__<target>__hallucination.jsonl (passages, samples, sentence scores).
@@ -40,6 +43,7 @@ from edgeready.measurement import Check, Judgement, Measurement, PairedOutcome, 
 from edgeready.records import GenerationRequest
 from edgeready.schema import Pair, SequentialOptions
 from edgeready.selfcheck import SentenceScorer, make_scorer
+from edgeready.selfcheck.base import SCORER_OPTIONS
 from edgeready.selfcheck.cached import CachedScorer, scorer_identity
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
@@ -60,7 +64,9 @@ class HallucinationConfig(SequentialOptions):
     seed: int = 0
     samples: int = Field(default=4, ge=1, le=64, description="Stochastic samples per concept (SelfCheck's N)")
     max_tokens: int = Field(default=80, ge=8, le=1024)
-    scorer: Literal["nli", "ngram", "embedding"] = "embedding"
+    scorer: Literal["calibrated", "nli", "ngram", "embedding"] = Field(
+        default="calibrated", description="calibrated: each sentence's estimated probability of not being factual, "
+        "so the rate is the expected share of non-factual sentences")
     scorer_options: dict[str, str | int | float] = Field(default_factory=dict)
     share_above: float = Field(default=0.5, gt=0, lt=1,
                                description="reported only (gates nothing): the share of sentences scoring above it")
@@ -68,6 +74,18 @@ class HallucinationConfig(SequentialOptions):
     bootstrap_resamples: int = Field(default=2000, ge=100)
     # A concept costs 1 + samples generations, so look more often than the accuracy gate does.
     round_size: int = Field(default=5, ge=1, description="sequential: concepts scored between looks")
+
+    @model_validator(mode="after")
+    def _scorer_options(self) -> HallucinationConfig:
+        unknown = sorted(set(self.scorer_options) - set(SCORER_OPTIONS[self.scorer]))
+        if unknown:
+            raise ValueError(f"scorer_options.{unknown[0]}: not an option of the {self.scorer} scorer (it takes "
+                             f"{', '.join(SCORER_OPTIONS[self.scorer])})")
+        if self.scorer == "calibrated" and "calibration" in self.scorer_options:
+            from edgeready.selfcheck.calibrated import load_calibration
+
+            load_calibration(str(self.scorer_options["calibration"]))  # a bad file names itself and its key
+        return self
 
     @model_validator(mode="after")
     def _reachable(self) -> HallucinationConfig:
@@ -200,12 +218,16 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
         worst = sorted(((s["score"], r["id"], s["text"]) for r in scored for s in r["sentences"]), reverse=True)[:10]
         stats = inputs.adapter.stats()
         evaluated1 = stats.prompt_tokens_evaluated
+        level = statistic.split(" ")[0]
         return Measurement(
-            gate=self.name, metric=f"hallucination rate (SelfCheck-{cfg.scorer}, {statistic.split(' ')[0]})",
+            gate=self.name, metric=(f"expected share of non-factual sentences (SelfCheck-calibrated, {level})"
+                                    if cfg.scorer == "calibrated" else
+                                    f"hallucination rate (SelfCheck-{cfg.scorer}, {level})"),
             value=value, unit="", n=len(scored), interval=interval, method="measured",
             meter=f"SelfCheckGPT-{cfg.scorer} against {cfg.samples} samples at temperature 1.0",
             provenance={**inputs.provenance, "adapter": inputs.adapter.describe(), "scorer": cfg.scorer,
-                        "scorer_options": cfg.scorer_options, "samples": cfg.samples, "seed": cfg.seed},
+                        "scorer_options": cfg.scorer_options, "samples": cfg.samples, "seed": cfg.seed,
+                        **_calibration(scorer)},
             details={
                 "statistic": statistic,
                 "sentence_rate": rate,
@@ -291,6 +313,18 @@ def _scorer(cfg: HallucinationConfig, threads: int, store: GenerationStore | Non
         return scorer
     scorer.preflight()
     return CachedScorer(scorer, store, scorer_identity(scorer, cfg.scorer_options))
+
+
+def _calibration(scorer: SentenceScorer) -> dict[str, Any]:
+    """Where a calibrated scorer's probabilities come from (its file, fit and cross-validated figures)."""
+    from edgeready.selfcheck.calibrated import CalibratedScorer
+
+    inner = scorer.scorer if isinstance(scorer, CachedScorer) else scorer
+    if not isinstance(inner, CalibratedScorer):
+        return {}
+    keep = ("fitted", "data", "data_sha256", "sentences", "evidence", "cross_validated")
+    return {"calibration": {"file": str(inner.calibration_path),
+                            **{k: v for k, v in inner.provenance.items() if k in keep}}}
 
 
 def _round(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: SentenceScorer,

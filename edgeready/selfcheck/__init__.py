@@ -1,4 +1,5 @@
-"""SelfCheckGPT-style sentence scorers (nli, ngram, embedding): score in [0, 1], 1 = likely hallucinated.
+"""SelfCheckGPT-style sentence scorers (calibrated, nli, ngram, embedding): score in [0, 1], 1 = likely
+hallucinated; `calibrated` (the default) is the estimated probability that the sentence is not factual.
 
 Heavy dependencies (torch, transformers, sentence-transformers) are imported only when a scorer that
 needs them is first used, so `ngram` and the validation helpers stay light.
@@ -13,6 +14,10 @@ def make_scorer(name: str = DEFAULT_SCORER, **options: object) -> SentenceScorer
 
     Imports are deferred so that asking for `ngram` never pulls in torch or transformers."""
     key = name.strip().lower()
+    if key == "calibrated":
+        from edgeready.selfcheck.calibrated import CalibratedScorer
+
+        return CalibratedScorer(**options)  # type: ignore[arg-type]
     if key == "ngram":
         from edgeready.selfcheck.ngram import NgramScorer
 

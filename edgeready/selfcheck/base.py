@@ -13,9 +13,15 @@ import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-# The offline scorer with the best NonFact AUC-PR on the WikiBio dev set (see docs/HALLUCINATION.md).
-DEFAULT_SCORER = "embedding"
-SCORER_NAMES = ("nli", "ngram", "embedding")
+# The offline scorer with the best NonFact AUC-PR on the WikiBio dev set, and the only one whose score is a
+# probability (see docs/HALLUCINATION.md).
+DEFAULT_SCORER = "calibrated"
+SCORER_NAMES = ("calibrated", "nli", "ngram", "embedding")
+# The options each scorer's constructor takes (a target's `scorer_options` is checked against them at load).
+SCORER_OPTIONS = {"calibrated": ("calibration", "model", "batch_size", "threads"),
+                  "nli": ("model", "batch_size", "max_length", "device", "threads", "labels"),
+                  "ngram": ("n", "k", "reduce"),
+                  "embedding": ("model", "batch_size", "device", "threads")}
 
 
 @runtime_checkable

