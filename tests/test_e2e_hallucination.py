@@ -22,13 +22,16 @@ def test_rate_interval_and_per_sentence_records(tmp_path):
     m = g["measurement"]
     assert 0 <= g["interval"]["low"] <= g["value"] <= g["interval"]["high"] <= 1
     assert g["checks"][0]["observed"] == g["interval"]["high"]
-    assert m["n"] == m["details"]["passages_scored"] <= 3
+    assert m["n"] == m["details"]["passages_scored"] == 3
     items = tmp_path / "items" / "gemma3-270m-q4km__e2e-hallucination__hallucination.jsonl"
     records = [json.loads(x) for x in items.open()]
     assert len(records) == 3
     scores = [s["score"] for r in records for s in r["sentences"]]
     assert len(scores) == m["details"]["sentences"] and all(0 <= s <= 1 for s in scores)
-    assert sum(scores) / len(scores) == pytest.approx(g["value"], abs=1e-5)
+    # A passage without a claim counts as one sentence at 1.
+    silent = m["details"]["passages_without_claim"]
+    assert silent == sum(1 for r in records if not r["sentences"])
+    assert (sum(scores) + silent) / (len(scores) + silent) == pytest.approx(g["value"], abs=1e-5)
     assert all(len(r["samples"]) == 2 and r["prompt"].startswith("This is a passage from Wikipedia about ")
                for r in records)
     # Each concept's prompt is evaluated once: the samples restore its state.
@@ -69,12 +72,14 @@ def test_sequential_gate_stops_early_and_a_rerun_loads_neither_model(tmp_path):
     assert g["interval"]["low"] <= g["value"] <= g["interval"]["high"] < 0.95
     records = [json.loads(x) for x in Path(g["items_file"]).read_text().splitlines()]
     assert len(records) == seq["items_used"]
-    passage = [r["score"] for r in records if r["score"] is not None]
+    passage = [r["score"] for r in records]
     assert g["value"] == pytest.approx(sum(passage) / len(passage))
     # Re-run: every generation and every passage's scores come from the store; no model is loaded.
     run_gate(*args, "--reports", str(tmp_path / "b"))
     h = json.loads((tmp_path / "b" / "verdict.json").read_text())["verdicts"][0]["gates"]["hallucination"]
     d = h["measurement"]["details"]
     assert (h["status"], h["value"], h["interval"]) == (g["status"], g["value"], g["interval"])
-    assert d["cache_hits"] == (1 + 2) * seq["items_used"] and d["score_cache_hits"] == len(passage)
+    # Passages without a claim call no scorer.
+    assert d["cache_hits"] == (1 + 2) * seq["items_used"]
+    assert d["score_cache_hits"] == sum(1 for r in records if r["sentences"])
     assert h["measurement"]["provenance"]["adapter"]["loaded"] is False

@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeready.gates.hallucination import _bootstrap, choose_concepts, clean_passage, sentences_of
+from edgeready.gates.hallucination import (
+    NO_CLAIM_SCORE,
+    _bootstrap,
+    _sentence_rate,
+    choose_concepts,
+    clean_passage,
+    makes_claim,
+    sentences_of,
+)
 
 
 def test_markup_is_dropped_and_text_kept():
@@ -43,3 +51,25 @@ def test_bootstrap_weights_passages_by_sentences():
     assert ci.low == pytest.approx(0.0) and ci.high == pytest.approx(1.0)
     single = _bootstrap(np.array([0.3]), np.array([3]), 0.95, 200, 0)
     assert (single.low, single.high) == (0.0, 1.0)
+
+
+def test_fragments_of_degenerate_text_make_no_claim_and_sentences_do():
+    # Sentences the 4-block prune of Gemma wrote (every sample repeated the same shapes).
+    for fragment in ("1.", ".", "(i... .", "-''——— -—", "“Turkey--- 1.", "1.- (i... 1."):
+        assert not makes_claim(fragment), fragment
+    for sentence in ("Lima is the capital.", "It lies on the coast.", "Ankara is Turkey's capital city.",
+                     "Москва — столица России."):
+        assert makes_claim(sentence), sentence
+
+
+@given(st.lists(st.lists(st.floats(0, 1), max_size=6), min_size=1, max_size=10))
+def test_a_passage_without_a_claim_counts_as_one_unsupported_sentence(passages):
+    records = [{"sentences": [{"score": v} for v in scores]} for scores in passages]
+    empty = sum(1 for scores in passages if not scores)
+    total = sum(sum(scores) for scores in passages) + empty * NO_CLAIM_SCORE
+    count = sum(len(scores) for scores in passages) + empty
+    assert _sentence_rate(records) == pytest.approx(total / count)
+    # Saying nothing never lowers the rate below what the written sentences show.
+    written = [r for r in records if r["sentences"]]
+    if written:
+        assert _sentence_rate(records) >= _sentence_rate(written) - 1e-12

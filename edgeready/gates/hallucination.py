@@ -7,6 +7,9 @@ seeds seed+1..seed+N); the main passage split into sentences with pysbd; every s
 back it up). With the default scorer, `calibrated`, a sentence's score is the estimated probability that it is
 not factual, so the rate is the expected share of non-factual sentences and `max_rate` bounds that share
 (edgeready/selfcheck/calibrated.py says what the probability is calibrated against).
+Only sentences that state something are scored: a fragment with fewer than three words ("1.", "(i... .")
+claims nothing to check, and a passage with no such sentence counts as one unsupported sentence (score 1),
+so a model that writes nothing checkable cannot pass by saying nothing (docs/HALLUCINATION.md).
 Fixed-n: rate = mean sentence score over all sentences of all passages, and the gate passes
 only when the upper bound of a bootstrap interval over passages is within the maximum. Sequential: a
 betting e-process over passage scores decides (the maximum is an input of that sampling plan).
@@ -146,6 +149,19 @@ def clean_passage(text: str) -> str:
     return _TAG.sub(" ", text).strip()
 
 
+_WORD = re.compile(r"[^\W\d_]{2,}")
+# A passage with no claim is scored as one sentence that nothing supports.
+NO_CLAIM_SCORE = 1.0
+
+
+def makes_claim(sentence: str) -> bool:
+    """At least three words of two letters or more. Degenerate text ("1. 1. (i... .", "-''——— -—") splits
+    into fragments that state nothing; scoring them as sentences lets gibberish that repeats itself in every
+    sample look supported (a 4-block prune of Gemma scored 0.33 that way). No labelled WikiBio sentence has
+    fewer than three such words."""
+    return len(_WORD.findall(sentence)) >= 3
+
+
 def sentences_of(passage: str) -> list[str]:
     """pysbd sentences; an unfinished last sentence (cut by max_tokens) is dropped when others exist,
     since scoring a fragment measures the token limit, not the model."""
@@ -208,10 +224,9 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
                                 len(inputs.concepts), cfg.round_size, cfg.cap)
         decision = None if test is None else (test.decision if test.decision and test.decision.status != "continue"
                                               else test.finish("the gate stopped when its paired test failed"))
-        scored = [r for r in out.records if r["sentences"]]
+        scored = out.records
         if not scored:
-            raise MeasurementError(f"the model wrote no sentence for any of {len(out.records)} concepts; "
-                                   "nothing to score")
+            raise MeasurementError("no concept was written about; nothing to score")
         value, interval, statistic, seq = _estimate(scored, cfg, test, decision, used, len(inputs.concepts))
         all_scores = [s["score"] for r in scored for s in r["sentences"]]
         rate = _sentence_rate(scored)
@@ -234,7 +249,8 @@ class Hallucination(Gate[HallucinationConfig, HallucinationInputs]):
                 "passage_rate": float(np.mean([r["score"] for r in scored])),
                 "sentences": len(all_scores),
                 "passages_scored": len(scored),
-                "passages_empty": len(out.records) - len(scored),
+                "passages_without_claim": sum(1 for r in scored if not r["sentences"]),
+                "no_claim_score": NO_CLAIM_SCORE,
                 "share_above": cfg.share_above,
                 "share_of_sentences_above": sum(v > cfg.share_above for v in all_scores) / len(all_scores),
                 "per_passage": {r["id"]: r["score"] for r in out.records},
@@ -292,9 +308,11 @@ def _estimate(scored: list[dict[str, Any]], cfg: HallucinationConfig, test: Bett
 
 
 def _sums_counts(scored: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Per passage: the sum of its sentence scores and its number of sentences."""
-    return (np.array([sum(s["score"] for s in r["sentences"]) for r in scored]),
-            np.array([len(r["sentences"]) for r in scored]))
+    """Per passage: the sum of its sentence scores and its number of sentences (a passage without a claim: one
+    sentence at NO_CLAIM_SCORE)."""
+    return (np.array([sum(s["score"] for s in r["sentences"]) if r["sentences"] else NO_CLAIM_SCORE
+                      for r in scored]),
+            np.array([len(r["sentences"]) or 1 for r in scored]))
 
 
 def _sentence_rate(scored: list[dict[str, Any]]) -> float:
@@ -330,8 +348,7 @@ def _calibration(scorer: SentenceScorer) -> dict[str, Any]:
 def _round(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: SentenceScorer,
            outs: tuple[_Passages, _Passages], start: int, stop: int, with_absolute: bool) -> list[Any]:
     """One round: for each concept a greedy passage and N samples, the passage's sentences scored against them;
-    the baseline's passage too when there is one. A row per concept for the stream's tests (None: nothing
-    to score)."""
+    the baseline's passage too when there is one. A row per concept for the stream's tests."""
     out, theirs = outs
     rows: list[Any] = []
     concepts = inputs.concepts[start:stop]
@@ -343,9 +360,6 @@ def _round(inputs: HallucinationInputs, cfg: HallucinationConfig, scorer: Senten
         out.records.append(record)
         if base is not None:
             _baseline_passage(base, record, concept, got)
-        if record["score"] is None:
-            rows.append(None)
-            continue
         row = (record["score"],) if with_absolute else ()
         if "baseline_score" in record and inputs.baseline is not None and inputs.baseline.source != "same model":
             row += tuple(losses([record["score"]], [record["baseline_score"]], higher_is_better=False))
@@ -405,7 +419,8 @@ def _passages(adapter: Adapter, concepts: list[str], cfg: HallucinationConfig, s
         main, *samples = answers[k * per:(k + 1) * per]
         passage = clean_passage(main.text)
         evidence = [clean_passage(s.text) for s in samples]
-        sents = sentences_of(passage)
+        split = sentences_of(passage)
+        sents = [s for s in split if makes_claim(s)]
         t1 = time.perf_counter()
         scores = scorer.score(sents, evidence) if sents else []
         out.scoring_s += time.perf_counter() - t1
@@ -415,7 +430,8 @@ def _passages(adapter: Adapter, concepts: list[str], cfg: HallucinationConfig, s
             "passage": passage,
             "samples": evidence,
             "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
-            "score": float(np.mean(scores)) if scores else None,
+            "fragments": [s for s in split if not makes_claim(s)],
+            "score": float(np.mean(scores)) if scores else NO_CLAIM_SCORE,
         })
     return records
 
