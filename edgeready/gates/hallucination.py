@@ -45,8 +45,7 @@ from edgeready.gates.paired import (
 from edgeready.measurement import Check, Judgement, Measurement, PairedOutcome, SequentialOutcome
 from edgeready.records import GenerationRequest
 from edgeready.schema import Pair, SequentialOptions
-from edgeready.selfcheck import SentenceScorer, make_scorer
-from edgeready.selfcheck.base import SCORER_OPTIONS
+from edgeready.selfcheck import SentenceScorer, make_scorer, scorer_options
 from edgeready.selfcheck.cached import CachedScorer, scorer_identity
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
 from edgeready.sequential.betting import BettingMeanTest
@@ -80,10 +79,11 @@ class HallucinationConfig(SequentialOptions):
 
     @model_validator(mode="after")
     def _scorer_options(self) -> HallucinationConfig:
-        unknown = sorted(set(self.scorer_options) - set(SCORER_OPTIONS[self.scorer]))
+        takes = scorer_options(self.scorer)
+        unknown = sorted(set(self.scorer_options) - set(takes))
         if unknown:
             raise ValueError(f"scorer_options.{unknown[0]}: not an option of the {self.scorer} scorer (it takes "
-                             f"{', '.join(SCORER_OPTIONS[self.scorer])})")
+                             f"{', '.join(takes)})")
         if self.scorer == "calibrated" and "calibration" in self.scorer_options:
             from edgeready.selfcheck.calibrated import load_calibration
 
@@ -420,7 +420,8 @@ def _passages(adapter: Adapter, concepts: list[str], cfg: HallucinationConfig, s
         passage = clean_passage(main.text)
         evidence = [clean_passage(s.text) for s in samples]
         split = sentences_of(passage)
-        sents = [s for s in split if makes_claim(s)]
+        claims = [makes_claim(s) for s in split]
+        sents = [s for s, claim in zip(split, claims, strict=True) if claim]
         t1 = time.perf_counter()
         scores = scorer.score(sents, evidence) if sents else []
         out.scoring_s += time.perf_counter() - t1
@@ -430,7 +431,7 @@ def _passages(adapter: Adapter, concepts: list[str], cfg: HallucinationConfig, s
             "passage": passage,
             "samples": evidence,
             "sentences": [{"text": s, "score": round(float(v), 6)} for s, v in zip(sents, scores, strict=True)],
-            "fragments": [s for s in split if not makes_claim(s)],
+            "fragments": [s for s, claim in zip(split, claims, strict=True) if not claim],
             "score": float(np.mean(scores)) if scores else NO_CLAIM_SCORE,
         })
     return records

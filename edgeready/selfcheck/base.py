@@ -17,11 +17,6 @@ from typing import Protocol, runtime_checkable
 # probability (see docs/HALLUCINATION.md).
 DEFAULT_SCORER = "calibrated"
 SCORER_NAMES = ("calibrated", "nli", "ngram", "embedding")
-# The options each scorer's constructor takes (a target's `scorer_options` is checked against them at load).
-SCORER_OPTIONS = {"calibrated": ("calibration", "model", "batch_size", "threads"),
-                  "nli": ("model", "batch_size", "max_length", "device", "threads", "labels"),
-                  "ngram": ("n", "k", "reduce"),
-                  "embedding": ("model", "batch_size", "device", "threads")}
 
 
 @runtime_checkable

