@@ -4,17 +4,11 @@
 #   make bench                          # all six, one after another; table + reports/bench/
 #   make bench BENCH_ARGS="--only cache,sequential"
 #
-# lm-evaluation-harness is not a dependency of the suite; `make bench` installs it (the `bench` extra,
-# lm-eval[api]==0.4.13, which adds no torch: the venv's torch 2.13.0+cpu stays).
+# lm-evaluation-harness, the time-to-verdict opponent, is a dependency of the suite (edgeready/lm_eval/).
 
 BENCH_ARGS ?=
-BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: bench
 
-$(BENCH_STAMP): pyproject.toml | $(STAMP)
-	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e ".[dev,models,bench]"
-	touch $@
-
-bench: $(STAMP) $(BENCH_STAMP)
+bench: $(STAMP)
 	$(PY) bench/run_all.py $(BENCH_ARGS)

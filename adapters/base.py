@@ -39,6 +39,43 @@ class AdapterStats:
         return replace(inner, **mine)
 
 
+@dataclass(frozen=True)
+class Loglikelihood:
+    """log P(continuation | context) in nats, whether greedy decoding would have produced the continuation,
+    how many tokens it has and its context had: what lm-eval's loglikelihood requests need."""
+
+    logprob: float
+    greedy: bool
+    tokens: int
+    context_tokens: int
+
+
+@runtime_checkable
+class ScoresText(Protocol):
+    """An adapter that reads its model's token probabilities (the in-process device adapter): lm-eval's
+    multiple-choice and perplexity tasks need this, generation alone does not."""
+
+    name: str
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[Loglikelihood]: ...
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglikelihood]: ...
+
+
+def text_scorer(adapter: Adapter) -> ScoresText:
+    """The adapter under any wrappers that reads token probabilities. Log-likelihoods are not stored: they
+    cost one forward pass, and the store keys generations. MeasurementError when none does."""
+    inner: object = adapter
+    while not isinstance(inner, ScoresText) and isinstance(inner, AdapterWrapper):
+        inner = inner.inner
+    if not isinstance(inner, ScoresText):
+        from edgeready.errors import MeasurementError
+
+        raise MeasurementError(f"{adapter.name}: its adapter cannot read token probabilities (only the in-process "
+                               "device adapter can): log-likelihood tasks need a device candidate")
+    return inner
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """Device (llama.cpp in-process), server (OpenAI-compatible HTTP) and offload (a router) all

@@ -31,7 +31,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from edgeready.adapters.base import AdapterStats
+from edgeready.adapters.base import AdapterStats, Loglikelihood
 from edgeready.adapters.llama_cpp_batch import BatchDecoder, Job, first_stop
 from edgeready.errors import MeasurementError
 from edgeready.prompts import PromptStyle, form_for
@@ -209,6 +209,61 @@ class LlamaCppDevice:
         if llama is not None:
             llama.close()
             self._llama = None  # type: ignore[assignment]
+
+    # -- log-likelihoods (lm-eval's loglikelihood and loglikelihood_rolling) ---------------------
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[Loglikelihood]:
+        """log P(continuation | context) for each (context, continuation), from llama.cpp's own logits, and
+        whether greedy decoding would have produced the continuation. Split into tokens as lm-eval's HF model
+        does (a context's trailing spaces move to the continuation; the continuation's tokens are those the
+        whole text has beyond the context's), so a choice scores the tokens the model would read."""
+        self._need_single_stream("loglikelihood")
+        out = []
+        for context, continuation in pairs:
+            spaces = len(context) - len(context.rstrip())
+            if spaces:
+                context, continuation = context[:-spaces], context[-spaces:] + continuation
+            head = self._llama.tokenize(context.encode("utf-8"), add_bos=True, special=False)
+            whole = self._llama.tokenize((context + continuation).encode("utf-8"), add_bos=True, special=False)
+            tail = whole[len(head):]
+            if not tail or whole[: len(head)] != head:
+                raise MeasurementError(f"{self.name}: the continuation {continuation[:40]!r} adds no tokens of its "
+                                       "own to its context (or merges with its end); it cannot be scored")
+            out.append(self._score_tokens(head, tail))
+        return out
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglikelihood]:
+        """log P(text) token by token from the start of the sequence (BOS as the only context). A text longer
+        than the context window is refused (lm-eval would score it in windows; ours would differ)."""
+        self._need_single_stream("loglikelihood_rolling")
+        out = []
+        for text in texts:
+            tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+            if len(tokens) < 2:
+                raise MeasurementError(f"{self.name}: an empty text has no tokens to score")
+            out.append(self._score_tokens(tokens[:1], tokens[1:]))
+        return out
+
+    def _need_single_stream(self, what: str) -> None:
+        if self._batcher is not None:
+            raise MeasurementError(f"{self.name}: {what} runs on a single-stream device adapter; this one decodes "
+                                   f"{self.parallel} sequences together (set the target's profile.parallel to 1)")
+
+    def _score_tokens(self, head: list[int], tail: list[int]) -> Loglikelihood:
+        if len(head) + len(tail) > self.n_ctx:
+            raise MeasurementError(f"{self.name}: {len(head)} + {len(tail)} tokens to score exceed n_ctx {self.n_ctx}")
+        # The context in the adapter's fixed batch shapes (its logits do not depend on what came before), then
+        # each scored token alone: position i's logits give token i + 1.
+        self._prompt_state = None
+        self._eval_prompt(head)
+        logits, total, greedy = self._last_logits(), 0.0, True
+        for i, token in enumerate(tail):
+            total += float(logits[token]) - _logsumexp(logits)
+            greedy = greedy and int(np.argmax(logits)) == token
+            if i + 1 < len(tail):
+                self._llama.eval([token])
+                logits = self._last_logits()
+        self.prompt_tokens_evaluated += len(tail) - 1
+        return Loglikelihood(total, greedy, len(tail), len(head))
 
     # -- internals ----------------------------------------------------------------------------
     def render_chat(self, messages: Sequence[tuple[str, str]]) -> str:

@@ -11,6 +11,7 @@ continents of countries) so that no example leaks an answer to an evaluated ques
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -53,3 +54,15 @@ def qa_request(item: QAItem, max_tokens: int) -> GenerationRequest:
         # "Question:" is shared too: it ends the prefix every question repeats.
         shared_prefix=f"{preamble}Question:",
     )
+
+
+def common_preamble(prompts: Sequence[str]) -> str:
+    """The start all `prompts` share, up to and including its last newline (a description and few-shot examples):
+    the `shared_prefix` hint for prompts built elsewhere (lm-eval tasks). Cut at a line end, so any two or more
+    prompts of a task whose questions are one line long give the same preamble, whichever are asked together."""
+    if len(prompts) < 2:
+        return ""
+    # The common start of all strings is that of the first and the last in sorted order.
+    first, last = min(prompts), max(prompts)
+    same = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))
+    return first[: first.rfind("\n", 0, same) + 1]

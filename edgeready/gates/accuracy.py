@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,6 +18,7 @@ from edgeready.adapters.base import Adapter
 from edgeready.advice import accuracy_advice, budget_advice, fallback_advice, shown_below
 from edgeready.baseline import BaselineRun
 from edgeready.candidates import Candidate
+from edgeready.datasets.harness import LmEvalTaskSpec, TaskSource, dataset_label, load_task
 from edgeready.datasets.sampling import stratified_sample
 from edgeready.datasets.sources import DatasetSpec, load_questions
 from edgeready.errors import ConfigError, MeasurementError
@@ -31,7 +32,7 @@ from edgeready.gates.paired import (
 )
 from edgeready.measurement import Check, Judgement, Measurement
 from edgeready.prompts import PromptStyle, qa_request
-from edgeready.records import GenerationRequest, QAItem, Response
+from edgeready.records import QAItem, Response
 from edgeready.schema import Pair, SequentialOptions, Target
 from edgeready.scoring.qa import QAScore, score_response
 from edgeready.sequential.base import AllOf, Decision, outcome, run_in_rounds
@@ -46,7 +47,8 @@ class AccuracyConfig(SequentialOptions):
     """`gates.accuracy`: questions from `dataset`, `sample_size` of them (or rounds up to `max_items` when
     sequential), greedy answers of at most `max_tokens`, and the minimum share correct."""
 
-    dataset: DatasetSpec
+    # An edgeready source (countries-kb, webqsp) or an lm-eval task (edgeready.datasets.harness.py).
+    dataset: Annotated[DatasetSpec | LmEvalTaskSpec, Field(discriminator="kind")]
     sample_size: int = Field(ge=1, description="Questions to ask; --limit overrides")
     seed: int = 0
     # The absolute check; optional when the target compares accuracy with a baseline (`baseline.margins`).
@@ -63,6 +65,11 @@ class AccuracyConfig(SequentialOptions):
         if self.min_accuracy is None and not paired:
             raise ValueError("gates.accuracy: give min_accuracy, a baseline margin (baseline.margins.accuracy), "
                              "or both")
+        if target.baseline is not None and isinstance(self.dataset, LmEvalTaskSpec):
+            # The paired test compares generated answers; a log-likelihood task's (and an lm-eval task's score of
+            # a baseline's recorded answer) is not built yet.
+            raise ValueError("gates.accuracy: an lm-eval task is judged on its own; a target with a baseline: "
+                             "block needs an edgeready dataset (countries-kb, webqsp)")
 
     def check_margin(self, margin: float) -> None:
         check_plan(margin, self.alpha, self.beta, self.cap, "a loss",
@@ -148,7 +155,11 @@ def questions(run: RunResources, pair: Pair) -> Questions:
         raise MeasurementError(f"target {pair.target.key} has no accuracy gate, whose questions this gate asks")
 
     def load() -> Questions:
-        items, prov = load_questions(cfg.dataset, run.data_dir)
+        if isinstance(cfg.dataset, LmEvalTaskSpec):
+            source = task_source(run, cfg.dataset)
+            items, prov = source.items, {"dataset": dataset_label(cfg.dataset), **source.provenance}
+        else:
+            items, prov = load_questions(cfg.dataset, run.data_dir)
         n = run.limit if run.limit is not None else cfg.cap
         try:
             cfg.check_limit(min(n, len(items)))
@@ -159,6 +170,12 @@ def questions(run: RunResources, pair: Pair) -> Questions:
         return chosen, {**prov, "population": len(items), "requested": n, "sampled": len(chosen)}
 
     return run.shared(StashKey[Questions](f"{_QUESTIONS}|{pair.target.key}|{run.limit}"), load)
+
+
+def task_source(run: RunResources, spec: LmEvalTaskSpec) -> TaskSource:
+    """The lm-eval task, loaded once per run (its requests are built for every document)."""
+    key = StashKey[TaskSource](f"accuracy.lm-eval|{spec.model_dump_json()}")
+    return run.shared(key, lambda: load_task(spec, run.data_dir))
 
 
 def prompts_for(run: RunResources, pair: Pair, n: int) -> list[QAItem]:
@@ -192,6 +209,7 @@ class AccuracyInputs:
     provenance: dict[str, Any]
     answers: list[Response] = field(default_factory=list)  # filled by measure, read by other gates
     baseline: BaselineAnswers | None = None  # set when the target compares accuracy with a baseline
+    source: TaskSource | None = None  # an lm-eval task: it builds the prompts and scores the answers
 
 
 @dataclass
@@ -199,7 +217,7 @@ class _Answered:
     """One question as asked and scored, with the baseline's answer when there is one."""
 
     item: QAItem
-    request: GenerationRequest
+    prompt: str | list[list[str]]
     response: Response
     score: QAScore
     baseline_text: str | None = None
@@ -222,8 +240,9 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         if base is not None and isinstance(pair.baseline, BaselineRun):
             pair.baseline.check_settings(self.name, {"dataset": prov.get("dataset"), "seed": cfg.seed,
                                                      "max_tokens": cfg.max_tokens})
+        source = task_source(run, cfg.dataset) if isinstance(cfg.dataset, LmEvalTaskSpec) else None
         return AccuracyInputs(run.cached(pair), items, pair.candidate.prompt_style,
-                              {**prov, **run.provenance(pair)}, answers, base)
+                              {**prov, **run.provenance(pair)}, answers, base, source)
 
     def measure(self, inputs: AccuracyInputs, cfg: AccuracyConfig) -> Measurement:
         started = time.perf_counter()
@@ -252,9 +271,8 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         elif base is not None:
             paired = identical_outcome(base, cfg.alpha, n)
         return Measurement(
-            gate=self.name, metric="accuracy (answer contains a gold answer)", value=k / n, unit="", n=n,
-            interval=interval, method="measured",
-            meter="contains-gold after normalization; answer part = up to the first newline",
+            gate=self.name, metric=_metric_name(inputs.source), value=k / n, unit="", n=n,
+            interval=interval, method="measured", meter=_meter(inputs.source),
             provenance={**inputs.provenance, "adapter": inputs.adapter.describe(),
                         "prompt_style": inputs.prompt_style, "seed": cfg.seed, "max_tokens": cfg.max_tokens},
             details=_details(records, cfg, time.perf_counter() - started),
@@ -299,22 +317,45 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         return Judgement([check], accuracy_advice(m, check, subject.strategy, subject.quantization, below))
 
 
+def _metric_name(source: TaskSource | None) -> str:
+    if source is None:
+        return "accuracy (answer contains a gold answer)"
+    return f"accuracy (lm-eval {source.spec.task}: {source.metric})"
+
+
+def _meter(source: TaskSource | None) -> str:
+    if source is None:
+        return "contains-gold after normalization; answer part = up to the first newline"
+    how = "greedy generation" if source.output_type == "generate_until" else "llama.cpp log-likelihoods"
+    return (f"lm-eval {source.provenance['lm_eval']}'s task machinery: {how}, filter {source.filter!r}, "
+            f"the task's process_results per item ({source.metric})")
+
+
 def _answer_in_rounds(inputs: AccuracyInputs, cfg: AccuracyConfig, stream: AllOf | None,
                       with_absolute: bool) -> tuple[int, list[_Answered]]:
     """Ask the questions a round at a time (all at once when fixed-n), and the baseline the same ones."""
-    requests = [qa_request(item, cfg.max_tokens) for item in inputs.items]
+    source, base = inputs.source, inputs.baseline
     answered: list[_Answered] = []
-    base = inputs.baseline
+
+    def score(item: QAItem, text: str) -> QAScore:
+        return source.score(item, text) if source is not None else score_response(text, item.answers)
 
     def score_round(start: int, stop: int) -> list[tuple[float, ...]]:
-        items, reqs = inputs.items[start:stop], requests[start:stop]
-        batch = inputs.adapter.generate(reqs)
+        items = inputs.items[start:stop]
+        if source is not None:
+            # No baseline here (AccuracyConfig.check_target): the requests are the source's own business.
+            prompts, batch = source.ask(inputs.adapter, items, cfg.max_tokens)
+            reqs = []
+        else:
+            reqs = [qa_request(item, cfg.max_tokens) for item in items]
+            batch = inputs.adapter.generate(reqs)
+            prompts = [r.prompt if inputs.prompt_style == "few-shot" else [list(m) for m in r.messages] for r in reqs]
         inputs.answers.extend(batch)
         theirs = base.texts(reqs, items, batch) if base is not None else [None] * len(batch)
         rows = []
-        for item, req, resp, text in zip(items, reqs, batch, theirs, strict=True):
-            a = _Answered(item, req, resp, score_response(resp.text, item.answers), text,
-                          score_response(text, item.answers) if text is not None else None)
+        for item, prompt, resp, text in zip(items, prompts, batch, theirs, strict=True):
+            mine = score(item, resp.text)
+            a = _Answered(item, prompt, resp, mine, text, score(item, text) if text is not None else None)
             answered.append(a)
             rows.append(_row(a, with_absolute))
         return rows
@@ -355,7 +396,7 @@ def _records(inputs: AccuracyInputs, answered: list[_Answered]) -> list[dict]:
             "complexity": a.item.complexity,
             "hops": a.item.hops,
             "question": a.item.question,
-            "prompt": a.request.prompt if inputs.prompt_style == "few-shot" else [list(m) for m in a.request.messages],
+            "prompt": a.prompt,
             "response": resp.text,
             "answer_part": s.answer,
             "gold": list(a.item.answers),
@@ -368,6 +409,8 @@ def _records(inputs: AccuracyInputs, answered: list[_Answered]) -> list[dict]:
             "served_by": resp.served_by,
             **({"fallback": True} if resp.meta.get("fallback") else {}),
             "cache": resp.meta.get("cache"),
+            # A multiple-choice item's response is the likeliest choice; these are each choice's log P.
+            **({"loglikelihoods": resp.meta["loglikelihoods"]} if "loglikelihoods" in resp.meta else {}),
         }
         if a.baseline_score is not None:
             rec["baseline_response"] = a.baseline_text
