@@ -121,19 +121,15 @@ def test_metrics_the_gate_cannot_decide_by_are_refused(tmp_path):
         load_task(spec("median_task", median), None)
 
 
-def test_target_refuses_unknown_keys_and_a_baseline_with_an_lm_eval_task(tmp_path):
+def test_target_refuses_unknown_keys_in_an_lm_eval_dataset(tmp_path):
     from edgeready.targets import load_target
 
-    text = (FIXTURES / "lm-eval-parity.yaml").read_text()
     bad_key = tmp_path / "device" / "bad.yaml"
     bad_key.parent.mkdir()
+    text = (FIXTURES / "lm-eval-parity.yaml").read_text()
     bad_key.write_text(text.replace("task: edgeready_countries_mc}", "task: edgeready_countries_mc, taks: x}"))
     with pytest.raises(ConfigError, match="taks"):
         load_target(bad_key)
-    paired = tmp_path / "device" / "paired.yaml"
-    paired.write_text(text + "baseline: {candidate: gemma3-270m-q4km, margins: {accuracy: 0.05}}\n")
-    with pytest.raises(ConfigError, match="an lm-eval task is judged on its own"):
-        load_target(paired)
 
 
 # -- log-likelihoods on the device model ----------------------------------------------------------------------
@@ -242,3 +238,31 @@ def test_lm_eval_command_runs_a_shipped_task_on_the_offload_default(tmp_path):
     rows = [json.loads(x) for x in samples.open()]
     assert len(rows) == 4 and value == pytest.approx(sum(r["contains"] for r in rows) / 4)
     assert all(r["resps"][0][0].strip() for r in rows)  # the router answered every question
+
+
+PAIRED = "baseline: {candidate: smollm2-135m-q4, margins: {accuracy: 0.5}}\n"
+
+
+@pytest.mark.e2e
+def test_a_generation_task_is_compared_with_a_baseline_and_a_choice_task_is_refused(tmp_path):
+    (tmp_path / "device").mkdir()
+    qa = tmp_path / "device" / "qa.yaml"
+    qa.write_text((FIXTURES / "lm-eval-parity-qa.yaml").read_text() + PAIRED)
+    mc = tmp_path / "device" / "mc.yaml"
+    mc.write_text((FIXTURES / "lm-eval-parity.yaml").read_text() + PAIRED)
+    proc = run_gate("-m", "device and accuracy", "--target", str(qa), "--target", str(mc), "--candidate",
+                    "gemma3-270m-q4km", "--reports", str(tmp_path / "reports"))
+    doc = json.loads((tmp_path / "reports" / "verdict.json").read_text())
+    by_target = {v["target"]: v["gates"]["accuracy"] for v in doc["verdicts"]}
+    refused = by_target["lm-eval-parity"]
+    assert refused["status"] == "error" and "multiple_choice; a baseline is compared on generation tasks only" \
+        in refused["error"], proc.stdout[-3000:]
+    paired = by_target["lm-eval-parity-qa"]
+    assert paired["status"] in ("pass", "fail") and paired["measurement"]["paired"] is not None, proc.stdout[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "reports" / "items" /
+                                    "gemma3-270m-q4km__lm-eval-parity-qa__accuracy.jsonl").open()]
+    assert rows and all("baseline_response" in r for r in rows)
+    # The baseline's answers are scored by the task's own metric, like the candidate's.
+    from edgeready.scoring.qa import score_response
+
+    assert all(r["baseline_correct"] == score_response(r["baseline_response"], r["gold"]).correct for r in rows)

@@ -65,11 +65,6 @@ class AccuracyConfig(SequentialOptions):
         if self.min_accuracy is None and not paired:
             raise ValueError("gates.accuracy: give min_accuracy, a baseline margin (baseline.margins.accuracy), "
                              "or both")
-        if target.baseline is not None and isinstance(self.dataset, LmEvalTaskSpec):
-            # The paired test compares generated answers; a log-likelihood task's (and an lm-eval task's score of
-            # a baseline's recorded answer) is not built yet.
-            raise ValueError("gates.accuracy: an lm-eval task is judged on its own; a target with a baseline: "
-                             "block needs an edgeready dataset (countries-kb, webqsp)")
 
     def check_margin(self, margin: float) -> None:
         check_plan(margin, self.alpha, self.beta, self.cap, "a loss",
@@ -241,6 +236,10 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
             pair.baseline.check_settings(self.name, {"dataset": prov.get("dataset"), "seed": cfg.seed,
                                                      "max_tokens": cfg.max_tokens})
         source = task_source(run, cfg.dataset) if isinstance(cfg.dataset, LmEvalTaskSpec) else None
+        if source is not None and base is not None and source.output_type != "generate_until":
+            # The paired test compares answers the baseline generates (or generated) for the same requests.
+            raise ConfigError(f"target {pair.target.key}: lm-eval task {source.spec.task} is {source.output_type}; "
+                              "a baseline is compared on generation tasks only (judge it on its own)")
         return AccuracyInputs(run.cached(pair), items, pair.candidate.prompt_style,
                               {**prov, **run.provenance(pair)}, answers, base, source)
 
@@ -343,9 +342,9 @@ def _answer_in_rounds(inputs: AccuracyInputs, cfg: AccuracyConfig, stream: AllOf
     def score_round(start: int, stop: int) -> list[tuple[float, ...]]:
         items = inputs.items[start:stop]
         if source is not None:
-            # No baseline here (AccuracyConfig.check_target): the requests are the source's own business.
             prompts, batch = source.ask(inputs.adapter, items, cfg.max_tokens)
-            reqs = []
+            # A generation task's requests, for the baseline to answer (gather refuses a baseline otherwise).
+            reqs = source.requests(items, cfg.max_tokens) if base is not None else []
         else:
             reqs = [qa_request(item, cfg.max_tokens) for item in items]
             batch = inputs.adapter.generate(reqs)
