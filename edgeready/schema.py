@@ -8,7 +8,7 @@ a file. This module knows no gate, so every layer may import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -334,6 +334,15 @@ class Pair:
     @property
     def id(self) -> str:
         return f"{self.candidate.name}@{self.target.key}"
+
+    def with_parallel(self, parallel: int) -> Pair:
+        """The pair with its profile decoding `parallel` sequences together (a gate's own decoding setting; the
+        store keys answers by it)."""
+        prof = self.target.profile
+        if prof.parallel == parallel:
+            return self
+        target = self.target.model_copy(update={"profile": prof.model_copy(update={"parallel": parallel})})
+        return replace(self, target=target)
 
     @property
     def role(self) -> Role:

@@ -151,3 +151,33 @@ def test_a_gate_run_through_the_store_reaches_the_decoder_several_requests_at_a_
         assert all(a.text for a in answers)
     finally:
         pool.close()
+
+
+def test_the_accuracy_gate_decodes_with_its_own_parallel_setting(tmp_path):
+    """`gates.accuracy.parallel` (default: the profile's) picks the adapter the questions go to, and it may not
+    exceed the profile's, which the memory gate measures at. No model loads: the store's adapter defers it."""
+    from edgeready.candidates import resolve_candidate
+    from edgeready.gates import gate_named
+    from edgeready.run import Run
+    from edgeready.targets import load_target
+
+    text = (ROOT / "tests/fixtures/targets/e2e-speed-parallel.yaml").read_text()
+    path = tmp_path / "device" / "t.yaml"
+    path.parent.mkdir()
+    cand = resolve_candidate("gemma3-270m-q4km", ROOT / "candidates")
+    seen = {}
+    for setting in (None, 1, 4):
+        extra = "" if setting is None else f"\n    parallel: {setting}"
+        path.write_text(text.replace("min_accuracy: 0.10", f"min_accuracy: 0.10{extra}"))
+        target = load_target(path)
+        run = Run.create([cand], [target], reports_dir=tmp_path / "r", cache_dir=tmp_path / "c",
+                         candidates_dir=ROOT / "candidates")
+        try:
+            inputs = gate_named("accuracy").gather(run, Pair(cand, target), target.gates.accuracy)
+            seen[setting] = inputs.adapter.describe()["parallel"]
+        finally:
+            run.close()
+    assert seen == {None: 4, 1: 1, 4: 4}
+    path.write_text(text.replace("min_accuracy: 0.10", "min_accuracy: 0.10\n    parallel: 8"))
+    with pytest.raises(ConfigError, match=r"gates\.accuracy\.parallel 8 exceeds profile\.parallel 4"):
+        load_target(path)

@@ -266,3 +266,24 @@ def test_a_generation_task_is_compared_with_a_baseline_and_a_choice_task_is_refu
     from edgeready.scoring.qa import score_response
 
     assert all(r["baseline_correct"] == score_response(r["baseline_response"], r["gold"]).correct for r in rows)
+
+
+def test_log_likelihood_tasks_are_read_single_stream_on_a_batched_target(tmp_path):
+    from edgeready.candidates import resolve_candidate
+    from edgeready.gates import gate_named
+    from edgeready.run import Run
+    from edgeready.schema import Pair
+    from edgeready.targets import load_target
+
+    path = tmp_path / "device" / "t.yaml"
+    path.parent.mkdir()
+    path.write_text((FIXTURES / "lm-eval-parity.yaml").read_text().replace("n_ctx: 2048}", "n_ctx: 2048, parallel: 4}"))
+    target = load_target(path)
+    cand = resolve_candidate("gemma3-270m-q4km", ROOT / "candidates")
+    run = Run.create([cand], [target], reports_dir=tmp_path / "r", cache_dir=tmp_path / "c",
+                     candidates_dir=ROOT / "candidates")
+    try:
+        inputs = gate_named("accuracy").gather(run, Pair(cand, target), target.gates.accuracy)
+        assert target.profile.parallel == 4 and inputs.adapter.describe()["parallel"] == 1
+    finally:
+        run.close()

@@ -54,6 +54,10 @@ class AccuracyConfig(SequentialOptions):
     # The absolute check; optional when the target compares accuracy with a baseline (`baseline.margins`).
     min_accuracy: float | None = Field(default=None, gt=0, lt=1)
     max_tokens: int = Field(default=16, ge=1, le=512)
+    # Sequences decoded together for this gate's questions (default: the profile's `parallel`). Short answers gain
+    # nothing from batching (docs/PERFORMANCE.md), so a target can batch its hallucination gate's long samples
+    # and ask questions one at a time. At most the profile's: the memory gate measures at the profile's setting.
+    parallel: int | None = Field(default=None, ge=1, le=64)
     # sprt: Wald's test of min_accuracy against min_accuracy + delta (fewest items at those two points);
     # mixture: the beta-binomial confidence sequence (delta may be 0; more items near the minimum).
     test: Literal["sprt", "mixture"] = "sprt"
@@ -65,6 +69,9 @@ class AccuracyConfig(SequentialOptions):
         if self.min_accuracy is None and not paired:
             raise ValueError("gates.accuracy: give min_accuracy, a baseline margin (baseline.margins.accuracy), "
                              "or both")
+        if self.parallel is not None and self.parallel > target.profile.parallel:
+            raise ValueError(f"gates.accuracy.parallel {self.parallel} exceeds profile.parallel "
+                             f"{target.profile.parallel}, the setting the memory gate measures: raise the profile's")
 
     def check_margin(self, margin: float) -> None:
         check_plan(margin, self.alpha, self.beta, self.cap, "a loss",
@@ -231,16 +238,20 @@ class Accuracy(Gate[AccuracyConfig, AccuracyInputs]):
         items, prov = questions(run, pair)
         answers = run.shared(answers_key(pair), list)
         answers.clear()
-        base = baseline_answers(run, pair, self.name)
+        source = task_source(run, cfg.dataset) if isinstance(cfg.dataset, LmEvalTaskSpec) else None
+        scored = source is not None and source.output_type != "generate_until"
+        # The gate's own decoding setting, for the candidate and a baseline model alike (log-likelihoods are read
+        # single-stream).
+        decoded = pair.with_parallel(1 if scored else cfg.parallel or pair.target.profile.parallel)
+        base = baseline_answers(run, decoded, self.name)
         if base is not None and isinstance(pair.baseline, BaselineRun):
             pair.baseline.check_settings(self.name, {"dataset": prov.get("dataset"), "seed": cfg.seed,
                                                      "max_tokens": cfg.max_tokens})
-        source = task_source(run, cfg.dataset) if isinstance(cfg.dataset, LmEvalTaskSpec) else None
-        if source is not None and base is not None and source.output_type != "generate_until":
+        if source is not None and base is not None and scored:
             # The paired test compares answers the baseline generates (or generated) for the same requests.
             raise ConfigError(f"target {pair.target.key}: lm-eval task {source.spec.task} is {source.output_type}; "
                               "a baseline is compared on generation tasks only (judge it on its own)")
-        return AccuracyInputs(run.cached(pair), items, pair.candidate.prompt_style,
+        return AccuracyInputs(run.cached(decoded), items, pair.candidate.prompt_style,
                               {**prov, **run.provenance(pair)}, answers, base, source)
 
     def measure(self, inputs: AccuracyInputs, cfg: AccuracyConfig) -> Measurement:

@@ -41,7 +41,6 @@ they describe the device named in the profile only when the suite runs there.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import time
@@ -213,11 +212,8 @@ class Speed(Gate[SpeedConfig, SpeedInputs]):
 def single_stream(pair: Pair) -> Pair:
     """The pair with its profile decoding one sequence at a time. A batched adapter decodes fixed rows per step
     (adapters/llama_cpp_batch.py), so one request through it costs a full batch: not what one user sees."""
-    prof = pair.target.profile
-    if prof.parallel == 1 or prof.phone is not None:  # a phone's server serves one request alone when sent one
-        return pair
-    target = pair.target.model_copy(update={"profile": prof.model_copy(update={"parallel": 1})})
-    return dataclasses.replace(pair, target=target)
+    # A phone's server serves one request alone when sent one.
+    return pair if pair.target.profile.phone is not None else pair.with_parallel(1)
 
 
 REPORT_ONLY = ("report only: this target sets no speed bound (max_ttft_p95_s, min_generation_tps), so the figures "
