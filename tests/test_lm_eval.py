@@ -4,15 +4,18 @@ parity between the two (the gate's per-item result is lm-eval's own for the same
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgeready.datasets.harness import SHIPPED_TASKS, LmEvalTaskSpec, load_task
 from edgeready.errors import ConfigError, MeasurementError
-from edgeready.prompts import qa_request
+from edgeready.prompts import common_preamble, qa_request
 from edgeready.records import GenerationRequest
 from tests.conftest import ROOT, SHARED_DATA, run_gate
 
@@ -121,7 +124,7 @@ def test_metrics_the_gate_cannot_decide_by_are_refused(tmp_path):
         load_task(spec("median_task", median), None)
 
 
-def test_target_refuses_unknown_keys_in_an_lm_eval_dataset(tmp_path):
+def test_target_refuses_unknown_keys_and_a_missing_include_path_when_it_loads(tmp_path):
     from edgeready.targets import load_target
 
     bad_key = tmp_path / "device" / "bad.yaml"
@@ -130,6 +133,22 @@ def test_target_refuses_unknown_keys_in_an_lm_eval_dataset(tmp_path):
     bad_key.write_text(text.replace("task: edgeready_countries_mc}", "task: edgeready_countries_mc, taks: x}"))
     with pytest.raises(ConfigError, match="taks"):
         load_target(bad_key)
+    bad_key.write_text(text.replace("task: edgeready_countries_mc}",
+                                    f"task: edgeready_countries_mc, include_path: {tmp_path / 'nowhere'}}}"))
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: gates\.accuracy\.dataset\.lm-eval\.include_path: .*nowhere "
+                                          r"is not a folder"):
+        load_target(bad_key)
+
+
+@given(st.lists(st.text(alphabet="ab\n ", max_size=12), min_size=2, max_size=6))
+def test_common_preamble_is_a_line_aligned_prefix_of_every_prompt(prompts):
+    pre = common_preamble(prompts)
+    assert all(p.startswith(pre) for p in prompts)
+    assert pre == "" or pre.endswith("\n")
+    # Nothing after it is shared up to a line end: the next line differs somewhere, or does not end.
+    rest = [p[len(pre):] for p in prompts]
+    shared_line = os.path.commonprefix(rest)  # noqa: RUF071 (character-wise on purpose: an independent oracle)
+    assert "\n" not in shared_line
 
 
 # -- log-likelihoods on the device model ----------------------------------------------------------------------

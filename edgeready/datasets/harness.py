@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgeready.adapters.base import Adapter, text_scorer
 from edgeready.errors import ConfigError, MeasurementError
@@ -52,6 +52,13 @@ class LmEvalTaskSpec(Strict):
     include_path: str | None = None
     metric: str | None = None
     filter: str | None = None
+
+    @field_validator("include_path")
+    @classmethod
+    def _a_folder(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise ValueError(f"include_path {value} is not a folder (absolute, or relative to the working directory)")
+        return value
 
 
 def dataset_label(spec: LmEvalTaskSpec) -> str:
@@ -150,11 +157,8 @@ class TaskSource:
 # -- loading ------------------------------------------------------------------------------------------
 def include_paths(spec: LmEvalTaskSpec) -> list[str]:
     paths = [str(SHIPPED_TASKS)]
-    if spec.include_path:
-        folder = Path(spec.include_path).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"lm-eval task {spec.task}: include_path {folder} is not a folder")
-        paths.append(str(folder.resolve()))
+    if spec.include_path:  # a folder: checked when the target loads
+        paths.append(str(Path(spec.include_path).expanduser().resolve()))
     return paths
 
 

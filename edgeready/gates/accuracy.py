@@ -47,7 +47,7 @@ class AccuracyConfig(SequentialOptions):
     """`gates.accuracy`: questions from `dataset`, `sample_size` of them (or rounds up to `max_items` when
     sequential), greedy answers of at most `max_tokens`, and the minimum share correct."""
 
-    # An edgeready source (countries-kb, webqsp) or an lm-eval task (edgeready.datasets.harness.py).
+    # An edgeready source (countries-kb, webqsp) or an lm-eval task (edgeready/datasets/harness.py).
     dataset: Annotated[DatasetSpec | LmEvalTaskSpec, Field(discriminator="kind")]
     sample_size: int = Field(ge=1, description="Questions to ask; --limit overrides")
     seed: int = 0
