@@ -17,7 +17,7 @@ WHEELHOUSE ?= $(HOME)/.cache/edgeready/wheelhouse/llama-cpp-python-$(LLAMA_VERSI
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install gate test lint clean-reports validate-scorers calibrate compare chromium candidates search
+.PHONY: install converter compile gate test lint clean-reports validate-scorers calibrate compare chromium candidates search
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -47,11 +47,23 @@ $(STAMP): pyproject.toml $(WHEELHOUSE)/.built | $(PY)
 
 install: $(STAMP)
 
+# Step 2's converter (edgeready/compile.py): llama.cpp's convert_hf_to_gguf.py from the llama-cpp-python sdist of
+# LLAMA_VERSION, unpacked once per machine (a 77 MB download from PyPI).
+CONVERTER ?= $(HOME)/.cache/edgeready/llama.cpp-convert-$(LLAMA_VERSION)
+$(CONVERTER)/.ready: | $(STAMP)
+	bash .ci/fetch-converter.sh "$(CONVERTER)" "$(LLAMA_VERSION)" "$(PY)"
+
+converter: $(CONVERTER)/.ready
+
+# make compile HF=DIR QUANT=Q4_K_M: a checkpoint (or a format: hf candidate) to a GGUF candidate.
+compile: $(STAMP) converter
+	EDGEREADY_CONVERTER="$(CONVERTER)" $(PY) -m edgeready.compile --hf "$(HF)" $(foreach q,$(QUANT),--quant $(q)) $(ARGS)
+
 gate: $(STAMP)
 	$(PY) -m pytest -c pyproject.toml -m device $(ARGS)
 
-test: $(STAMP) report-deps chromium
-	$(PY) -m pytest -c pyproject.toml tests $(ARGS)
+test: $(STAMP) report-deps chromium converter
+	EDGEREADY_CONVERTER="$(CONVERTER)" $(PY) -m pytest -c pyproject.toml tests $(ARGS)
 
 # The report's self-test opens it in headless Chromium (Debian's package; root, as on CI).
 chromium:

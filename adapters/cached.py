@@ -122,7 +122,7 @@ def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None, parallel:
     from edgeready.adapters import llama_cpp_device
 
     # The decoding loop is ours: any change to it (sampling, stops, chunking) must miss the cache.
-    decoder = hashlib.sha256(Path(inspect.getfile(llama_cpp_device)).read_bytes()).hexdigest()[:16]
+    decoder = _source_digest(llama_cpp_device)
     settings: dict[str, object] = {"n_ctx": n_ctx, "n_batch": min(n_batch, n_ctx), "prompt_style": prompt_style}
     if parallel > 1:
         from edgeready.adapters import llama_cpp_batch
@@ -137,6 +137,33 @@ def runtime_key(*, n_ctx: int, n_batch: int, prompt_style: str | None, parallel:
         "settings": settings,
         "numpy": np.__version__,
     }
+
+
+def hf_runtime_key(*, threads: int, prompt_style: str | None) -> dict[str, object]:
+    """The runtime part of the key for `TransformersDevice` (a `format: hf` checkpoint): transformers and torch
+    versions, the decoding loop's source, float32 and the thread count (torch's CPU reductions may split by
+    thread), and the prompt style."""
+    import torch
+    import transformers
+
+    from edgeready.adapters import transformers_device
+
+    return {
+        "decoder_source": _source_digest(transformers_device),
+        "runtime": transformers_device.RUNTIME,
+        "version": transformers.__version__,
+        "torch": torch.__version__,
+        "settings": {"dtype": "float32", "threads": threads, "prompt_style": prompt_style},
+        "numpy": np.__version__,
+    }
+
+
+def _source_digest(module: object) -> str:
+    """The decoding loop's source and the shared sampler's (adapters/sampling.py): a change to either misses."""
+    from edgeready.adapters import sampling
+
+    files = (inspect.getfile(module), inspect.getfile(sampling))  # type: ignore[arg-type]
+    return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:16]
 
 
 def _without_cache_tag(response: Response) -> Response:

@@ -33,6 +33,8 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from edgeready.adapters.base import AdapterStats, Loglikelihood
 from edgeready.adapters.llama_cpp_batch import BatchDecoder, Job, first_stop
+from edgeready.adapters.sampling import logsumexp as _logsumexp
+from edgeready.adapters.sampling import pick as _pick
 from edgeready.errors import MeasurementError
 from edgeready.prompts import PromptStyle, form_for
 from edgeready.records import GenerationRequest, Response, Timings
@@ -408,24 +410,3 @@ class LlamaCppDevice:
             token_logprobs=tuple(logprobs) if req.logprobs else None,
             served_by="device",
         )
-
-
-def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator, *, want_logprob: bool) -> tuple[int, float]:
-    if temperature <= 0:
-        token = int(np.argmax(logits))
-        if not want_logprob:
-            return token, 0.0
-        return token, float(logits[token] - _logsumexp(logits))
-    # Inverse-CDF draw from the temperature softmax over the whole vocabulary, with one exp pass: the
-    # unnormalized CDF is searched at u x its total. The same draws as Generator.choice(p=softmax) (it
-    # normalizes first; over 2,000 test draws not one token differed), at a third of its cost (its checks of p
-    # and a second exp over 262k logits were most of a sampled token's time).
-    scaled = logits / temperature
-    cdf = np.cumsum(np.exp(scaled - scaled.max()))
-    token = min(int(cdf.searchsorted(rng.random() * cdf[-1], side="right")), len(cdf) - 1)
-    return token, float(logits[token] - _logsumexp(logits)) if want_logprob else 0.0
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    m = float(np.max(x))
-    return m + float(np.log(np.sum(np.exp(x - m))))

@@ -41,6 +41,14 @@ class Artifact(Strict):
         return self
 
 
+class Checkpoint(Strict):
+    """A Hugging Face checkpoint folder (`format: hf`): config.json, weights and a tokenizer (edgeready/hf.py).
+    `sha256` pins its digest: every file's path and sha256, hashed in path order."""
+
+    path: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 class Endpoint(Strict):
     """A model already served elsewhere behind an OpenAI-compatible API (vLLM, Ollama, MLC, llama.cpp)."""
 
@@ -84,7 +92,8 @@ class OffloadSpec(Strict):
 
 class Candidate(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    format: Literal["gguf", "endpoint", "offload"]
+    # hf: a Hugging Face checkpoint run by transformers on the CPU (device role), before step 2 compiles it.
+    format: Literal["gguf", "hf", "endpoint", "offload"]
     strategy: Strategy
     base_model: str
     quantization: str | None = None
@@ -93,13 +102,14 @@ class Candidate(Strict):
     # the two (KL divergence, tokenizer, architecture). Ladder manifests set it.
     base: str | None = None
     artifact: Artifact | None = None
+    checkpoint: Checkpoint | None = None
     endpoint: Endpoint | None = None
     offload: OffloadSpec | None = None
     description: str = ""
 
     @model_validator(mode="after")
     def _block_for_format(self) -> Candidate:
-        blocks = {"gguf": "artifact", "endpoint": "endpoint", "offload": "offload"}
+        blocks = {"gguf": "artifact", "hf": "checkpoint", "endpoint": "endpoint", "offload": "offload"}
         for fmt, key in blocks.items():
             present = getattr(self, key) is not None
             if fmt == self.format and not present:
@@ -137,10 +147,21 @@ def candidate_from_gguf(path: Path) -> Candidate:
     )
 
 
+def candidate_from_checkpoint(path: Path) -> Candidate:
+    """A checkpoint folder given on the command line: prompted few-shot, like a plain GGUF."""
+    return Candidate(
+        name=path.resolve().name, format="hf", strategy="unknown", base_model="unknown", prompt_style="few-shot",
+        checkpoint=Checkpoint(path=str(path.resolve())),
+        description=f"Hugging Face checkpoint given on the command line: {path}",
+    )
+
+
 def resolve_candidate(ref: str, candidates_dir: Path) -> Candidate:
     as_path = Path(ref)
     if as_path.suffix == ".gguf":
         return candidate_from_gguf(as_path)
+    if as_path.is_dir() and (as_path / "config.json").is_file():
+        return candidate_from_checkpoint(as_path)
     if as_path.suffix in (".yaml", ".yml"):
         return load_candidate(as_path)
     manifest = candidates_dir / f"{ref}.yaml"
@@ -200,6 +221,8 @@ def materialize(candidate: Candidate, cache_dir: Path) -> ResolvedModel:
     A digest that differs from the manifest is an error: the gate would judge another model. So is a
     file shorter than its tensor table says, which llama.cpp reports only as "Failed to load model".
     """
+    if candidate.checkpoint is not None:
+        return _checkpoint(candidate, candidate.checkpoint, cache_dir)
     art = candidate.artifact
     if art is None:
         raise ConfigError(f"candidate '{candidate.name}' is a {candidate.format}, it has no model file here")
@@ -235,3 +258,17 @@ def materialize(candidate: Candidate, cache_dir: Path) -> ResolvedModel:
 
     check_complete(path)
     return ResolvedModel(path, digest)
+
+
+def _checkpoint(candidate: Candidate, spec: Checkpoint, cache_dir: Path) -> ResolvedModel:
+    """The checkpoint folder and its digest (the folder stands where a GGUF's path does)."""
+    from edgeready.hf import checkpoint_digest
+
+    folder = Path(spec.path).expanduser()
+    if not folder.is_absolute() and candidate.source is not None:
+        folder = (candidate.source.parent / folder).resolve()
+    digest = checkpoint_digest(folder, lambda f: _cached_sha256(f, cache_dir))
+    if spec.sha256 and digest != spec.sha256:
+        raise ConfigError(f"candidate '{candidate.name}': digest of checkpoint {folder} is {digest}, "
+                          f"{candidate.source or 'the manifest'} expects {spec.sha256}")
+    return ResolvedModel(folder, digest)

@@ -364,5 +364,49 @@ def check_conformance(base_path: Path, cand_path: Path, manifest_sha: str | None
     return checks
 
 
+def check_against_checkpoint(folder: Path, cand_path: Path, manifest_sha: str | None,
+                             text: str) -> list[ConformanceCheck]:
+    """A GGUF compiled from a Hugging Face checkpoint, against the checkpoint: the architecture its config names,
+    its vocabulary size and context length, the very token ids of `text` (the KL divergence compares positions
+    of the checkpoint's tokens), its special tokens' ids and chat template audit, and the manifest's sha256."""
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    from edgeready.hf import check_checkpoint
+
+    config, cand = check_checkpoint(folder), read_header(cand_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    ours = tokenizer(text, add_special_tokens=True)["input_ids"]
+    vocab_only = llama_cpp.Llama(model_path=str(cand_path), vocab_only=True, verbose=False)
+    try:
+        theirs = vocab_only.tokenize(text.encode("utf-8"), add_bos=bool(vocab_only._model.add_bos_token()),
+                                     special=False)
+    finally:
+        vocab_only.close()
+    first = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs)))
+    same_ids = ours == theirs
+    c_ctx = cand.arch_value("context_length")
+    specials = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id}
+    c_ids = {k: v for k, v in _special_ids(cand).items() if k in specials}
+    checks = [
+        ConformanceCheck("architecture", cand.architecture == config["model_type"],
+                         f"checkpoint {config['model_type']}, candidate {cand.architecture}"),
+        ConformanceCheck("vocabulary", vocab_size(cand) == config.get("vocab_size"),
+                         f"checkpoint {config.get('vocab_size')}, candidate {vocab_size(cand)}"),
+        ConformanceCheck("tokenizer", same_ids, f"{len(ours)} tokens of the text, identical" if same_ids else
+                         f"token ids differ from position {first} (checkpoint {len(ours)}, candidate {len(theirs)})"),
+        ConformanceCheck("special_tokens", all(c_ids.get(k) == v for k, v in specials.items() if v is not None),
+                         f"checkpoint {specials}, candidate {c_ids}"),
+        ConformanceCheck("context_length", c_ctx == config.get("max_position_embeddings"),
+                         f"checkpoint {config.get('max_position_embeddings')}, candidate {_show(c_ctx)}"),
+        *template_checks(cand),
+    ]
+    if manifest_sha is not None:
+        actual = sha256_file(cand_path)
+        checks.append(ConformanceCheck("sha256", actual == manifest_sha.lower(),
+                                       f"file {actual}, manifest {manifest_sha.lower()}"))
+    return checks
+
+
 def failures(checks: list[ConformanceCheck]) -> list[ConformanceCheck]:
     return [c for c in checks if not c.passed]

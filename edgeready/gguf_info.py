@@ -41,6 +41,10 @@ class GGUFSummary:
     context_length: int
     sliding_window: int | None
     tensor_types: dict[str, int] = field(default_factory=dict)
+    # How the KV cache stores a value (llama.cpp: f16; transformers on CPU: the model's float32) and how the
+    # weights were counted: a Hugging Face checkpoint is summarized in the same shape (edgeready/hf.py).
+    kv_value_bytes: int = _F16_BYTES
+    weights_meter: str = "sum of GGUF tensor sizes (gguf package)"
 
     @property
     def weights_mb(self) -> float:
@@ -49,7 +53,7 @@ class GGUFSummary:
     def kv_cache_bytes(self, n_ctx: int) -> int:
         """Full-attention upper bound: every layer caches n_ctx positions of K and V."""
         per_token = self.block_count * self.head_count_kv * (self.key_length + self.value_length)
-        return per_token * n_ctx * _F16_BYTES
+        return per_token * n_ctx * self.kv_value_bytes
 
 
 def _field(reader: GGUFReader, key: str, default: object = None) -> object:

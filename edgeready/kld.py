@@ -187,6 +187,64 @@ def _scored_logits(llama, windows: np.ndarray, chunk: int) -> Iterator[tuple[int
                 row += n_out
 
 
+class _Checkpoint:
+    """A Hugging Face checkpoint as the base (step 2's check: the compiled GGUF against its own checkpoint). Its
+    tokenizer cuts the windows, and each window is one float32 forward pass; the scored positions are the same
+    as llama.cpp's."""
+
+    def __init__(self, folder: Path, threads: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+    def n_vocab(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    def windows(self, text: str, n_ctx: int) -> np.ndarray:
+        tokens = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        n_windows = len(tokens) // n_ctx
+        if n_windows < 1:
+            raise ValueError(f"the text has {len(tokens)} tokens, fewer than one window of n_ctx={n_ctx}")
+        windows = np.asarray(tokens[: n_windows * n_ctx], dtype=np.int32).reshape(n_windows, n_ctx).copy()
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and tokens[0] == bos:
+            windows[:, 0] = bos
+        return windows
+
+    def scored(self, windows: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        first, last = windows.shape[1] // 2, windows.shape[1] - 2
+        for i, window in enumerate(windows):
+            with self._torch.inference_mode():
+                logits = self.model(self._torch.tensor([window.tolist()])).logits[0, first : last + 1]
+            yield i * (last + 1 - first), logits.float().numpy()
+
+    def close(self) -> None:
+        self.model = None
+
+
+class _Gguf:
+    """A GGUF base, decoded by llama.cpp in the candidate's batch shapes."""
+
+    def __init__(self, path: Path, n_ctx: int, chunk: int, threads: int):
+        self.llama = _open_model(path, n_ctx=n_ctx, chunk=chunk, threads=threads)
+
+    def n_vocab(self) -> int:
+        return int(self.llama.n_vocab())
+
+    def windows(self, text: str, n_ctx: int) -> np.ndarray:
+        return _windows(self.llama, text, n_ctx)
+
+    def scored(self, windows: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        return _scored_logits(self.llama, windows, chunk)
+
+    def close(self) -> None:
+        self.llama.close()
+
+
 def _log_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise log-softmax in float32 (sums in float64) and the argmax of each row."""
     top = logits.argmax(axis=1)
@@ -197,11 +255,10 @@ def _log_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reference_key(base_path: Path, text: str, n_ctx: int, chunk: int) -> str:
-    st = base_path.stat()
-    ident = json.dumps([
-        str(base_path.resolve()), st.st_size, st.st_mtime_ns, hashlib.sha256(text.encode()).hexdigest(),
-        n_ctx, chunk, metadata.version("llama-cpp-python"), "v1",
-    ])
+    files = sorted(f for f in base_path.rglob("*") if f.is_file()) if base_path.is_dir() else [base_path]
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    runtime = metadata.version("transformers" if base_path.is_dir() else "llama-cpp-python")
+    ident = json.dumps([stats, hashlib.sha256(text.encode()).hexdigest(), n_ctx, chunk, runtime, "v1"])
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
@@ -220,25 +277,26 @@ def _load_reference(base_path: Path, n_ctx: int, chunk: int, folder: Path) -> Ba
 def build_reference(
     base_path: Path, text: str, folder: Path, *, n_ctx: int = 512, threads: int = 2, chunk: int = 64
 ) -> BaseReference:
-    """Run the base over `text` and store its distributions in `folder` (reused when already there)."""
+    """Run the base over `text` and store its distributions in `folder` (reused when already there). The base is
+    a GGUF file (llama.cpp) or a Hugging Face checkpoint folder (transformers, float32)."""
     cached = _load_reference(base_path, n_ctx, chunk, folder)
     if cached is not None:
         return cached
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    llama = _open_model(base_path, n_ctx=n_ctx, chunk=chunk, threads=threads)
+    base = _Checkpoint(base_path, threads) if base_path.is_dir() else _Gguf(base_path, n_ctx, chunk, threads)
     try:
-        windows = _windows(llama, text, n_ctx)
+        windows = base.windows(text, n_ctx)
         first = n_ctx // 2
         targets = windows[:, first + 1 :].reshape(-1).astype(np.int32)
         n = len(targets)
         codes = np.lib.format.open_memmap(tmp / "codes.npy", mode="w+", dtype=np.uint16,
-                                          shape=(n, llama.n_vocab()))
+                                          shape=(n, base.n_vocab()))
         scale = np.zeros(n, np.float32)
         offset = np.zeros(n, np.float32)
         nll = np.zeros(n, np.float64)
         top = np.zeros(n, np.int32)
-        for row, logits in _scored_logits(llama, windows, chunk):
+        for row, logits in base.scored(windows, chunk):
             for r0 in range(0, len(logits), _ROWS):
                 rows = slice(row + r0, row + min(r0 + _ROWS, len(logits)))
                 logp, best = _log_softmax(logits[r0 : r0 + _ROWS])
@@ -260,7 +318,7 @@ def build_reference(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        llama.close()
+        base.close()
     with contextlib.suppress(OSError):  # a concurrent run may have won the race: use its copy
         tmp.rename(folder)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -46,7 +46,8 @@ METER = "VmHWM (kernel high-water mark of resident memory) of a fresh process"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, help="omit for a device that holds no model (server-only offload)")
+    ap.add_argument("--model", type=Path, help="a GGUF file, or a checkpoint folder (format: hf); omit for a device "
+                    "that holds no model (server-only offload)")
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--n-ctx", type=int, required=True)
     ap.add_argument("--n-batch", type=int, required=True)
@@ -68,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         requests, responses = [], []
         after_load_rss = after_answer_rss = _rss()
     else:
-        device = LlamaCppDevice(args.model, threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch,
-                                prompt_style=args.prompt_style, parallel=args.parallel)
+        if args.model.is_dir():  # a Hugging Face checkpoint (format: hf), run by transformers
+            from edgeready.adapters.transformers_device import TransformersDevice
+
+            device = TransformersDevice(args.model, threads=args.threads, n_ctx=args.n_ctx,
+                                        prompt_style=args.prompt_style)
+        else:
+            device = LlamaCppDevice(args.model, threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch,
+                                    prompt_style=args.prompt_style, parallel=args.parallel)
         after_load_rss = _rss()
         responses = device.generate(requests)
         after_answer_rss = _rss()

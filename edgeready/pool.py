@@ -64,9 +64,12 @@ class AdapterPool:
 
     def gguf(self, candidate: Candidate) -> GGUFSummary:
         from edgeready.gguf_info import read_gguf
+        from edgeready.hf import checkpoint_summary
 
         if candidate.name not in self._summaries:
-            self._summaries[candidate.name] = read_gguf(self.model(candidate).path)
+            # A checkpoint's footprint in the same shape (weights from its safetensors headers).
+            read = checkpoint_summary if candidate.format == "hf" else read_gguf
+            self._summaries[candidate.name] = read(self.model(candidate).path)
         return self._summaries[candidate.name]
 
     def part(self, owner: Candidate, ref: str) -> Candidate:
@@ -96,7 +99,7 @@ class AdapterPool:
 
     def provenance(self, pair: Pair) -> dict[str, Any]:
         cand = self.device_candidate(pair) if pair.role == "offload" else pair.candidate
-        if cand.format != "gguf":
+        if cand.format not in ("gguf", "hf"):
             return {"endpoint": cand.endpoint.model_dump() if cand.endpoint else None}
         out: dict[str, Any] = {"sha256": self.model(cand).sha256}
         phone = self.phone()
@@ -126,6 +129,8 @@ class AdapterPool:
         from edgeready.adapters.deferred import DeferredAdapter
 
         prof, cand = pair.target.profile, pair.candidate
+        if cand.format == "hf":
+            return self._cached_checkpoint(pair)
         runtime = runtime_key(n_ctx=prof.n_ctx, n_batch=prof.n_batch, prompt_style=cand.prompt_style,
                               parallel=prof.parallel)
         model = self.model(cand)
@@ -141,6 +146,23 @@ class AdapterPool:
         # sequence).
         return CachedAdapter(device, store, model_sha256=model.sha256, runtime=runtime,
                              chunk_size=REQUESTS_PER_SLOT * prof.parallel if prof.parallel > 1 else 1)
+
+    def _cached_checkpoint(self, pair: Pair) -> Adapter:
+        """A `format: hf` candidate behind the store, keyed by the checkpoint's digest and transformers' runtime."""
+        from edgeready.adapters.cached import CachedAdapter, hf_runtime_key
+        from edgeready.adapters.deferred import DeferredAdapter
+        from edgeready.adapters.transformers_device import RUNTIME
+
+        prof, cand = pair.target.profile, pair.candidate
+        runtime = hf_runtime_key(threads=prof.threads, prompt_style=cand.prompt_style)
+        model = self.model(cand)
+        device = DeferredAdapter(lambda: self.live(pair), name=cand.name, description={
+            "adapter": "transformers-device", "runtime": RUNTIME, "transformers": runtime["version"],
+            "model_path": str(model.path), "threads": prof.threads, "n_ctx": prof.n_ctx,
+            "prompt_style": cand.prompt_style, "parallel": 1})
+        store = self.store()
+        assert store is not None
+        return CachedAdapter(device, store, model_sha256=model.sha256, runtime=runtime)
 
     def store(self) -> GenerationStore | None:
         if not self.use_cache:
@@ -190,6 +212,11 @@ class AdapterPool:
         from edgeready.adapters.llama_cpp_device import LlamaCppDevice
 
         prof = pair.target.profile
+        if cand.format == "hf":  # one sequence at a time: `parallel` batches llama.cpp's decoding only
+            from edgeready.adapters.transformers_device import TransformersDevice
+
+            return TransformersDevice(self.model(cand).path, threads=prof.threads, n_ctx=prof.n_ctx,
+                                      name=cand.name, prompt_style=cand.prompt_style)
         return LlamaCppDevice(self.model(cand).path, threads=prof.threads, n_ctx=prof.n_ctx, n_batch=prof.n_batch,
                               name=cand.name, prompt_style=cand.prompt_style, parallel=prof.parallel)
 

@@ -316,6 +316,8 @@ def runs_on(candidate: Candidate, role: Role) -> bool:
     endpoints are servers already running; offload candidates are judged by offload targets."""
     if candidate.format == "gguf":
         return role in ("device", "server")
+    if candidate.format == "hf":  # transformers in the suite's own process; no server serves a checkpoint here
+        return role == "device"
     if candidate.format == "endpoint":
         return role == "server"
     return role == "offload"

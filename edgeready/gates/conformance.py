@@ -96,10 +96,12 @@ def measure_conformance(
     base: Path, cand: Path, manifest_sha: str | None, gate: ConformanceConfig, profile: Profile, cache_dir: Path,
     provenance: dict[str, Any],
 ) -> Measurement:
-    from edgeready.conformance import check_conformance
-    from edgeready.kld import kl_divergence
+    from edgeready.conformance import check_against_checkpoint, check_conformance
+    from edgeready.kld import default_text, kl_divergence
 
-    structural = check_conformance(base, cand, manifest_sha)
+    # A base that is a checkpoint folder (format: hf): the compiled GGUF against the model it was compiled from.
+    structural = (check_against_checkpoint(base, cand, manifest_sha, default_text()) if base.is_dir()
+                  else check_conformance(base, cand, manifest_sha))
     kld = kl_divergence(base, cand, n_ctx=gate.n_ctx, threads=profile.threads, cache_dir=cache_dir / "kld")
     z = _z()
     return Measurement(
@@ -111,7 +113,8 @@ def measure_conformance(
         interval=Interval(low=max(0.0, kld.kld_mean - z * kld.kld_stderr), high=kld.kld_mean + z * kld.kld_stderr,
                           confidence=0.95, method="normal (mean +- 1.96 standard errors over tokens)"),
         method="measured",
-        meter="llama.cpp logits of base and candidate on edgeready/data/kld_text.txt",
+        meter=("the checkpoint's float32 logits (transformers) and the candidate's (llama.cpp)" if base.is_dir()
+               else "llama.cpp logits of base and candidate") + " on edgeready/data/kld_text.txt",
         provenance={**provenance, "base": str(base), "candidate": str(cand)},
         details={**kld.as_dict(), "structural": [c.__dict__ for c in structural]},
         items=[{"id": c.name, "passed": c.passed, "detail": c.detail} for c in structural],

@@ -112,11 +112,12 @@ def measure_memory(
                     "threads": profile.threads},
         details={
             "weights_mb": summary.weights_mb,
-            "weights_meter": "sum of GGUF tensor sizes (gguf package)",
+            "weights_meter": summary.weights_meter,
             "file_mb": summary.file_bytes / MB,
             "tensor_types": summary.tensor_types,
             "kv_cache_mb_full_attention": kv_mb,
-            "kv_cache_note": (f"upper bound: {summary.block_count} layers x {profile.n_ctx} positions x f16 K and V; "
+            "kv_cache_note": (f"upper bound: {summary.block_count} layers x {profile.n_ctx} positions x "
+                              f"{'f16' if summary.kv_value_bytes == 2 else 'f32'} K and V; "
                               + (f"{summary.architecture} uses a {summary.sliding_window}-token sliding window on "
                                  "some layers, which llama.cpp may cache smaller" if summary.sliding_window else "")),
             "baseline_rss_mb": probe["baseline_rss_bytes"] / MB,
@@ -163,7 +164,7 @@ def measure_server_memory(
                     **({"measured_on": phone.measured_on()} if phone is not None else {})},
         details={
             "weights_mb": summary.weights_mb,
-            "weights_meter": "sum of GGUF tensor sizes (gguf package)",
+            "weights_meter": summary.weights_meter,
             "kv_cache_mb_full_attention": summary.kv_cache_bytes(profile.n_ctx) / MB,
             "note": note,
         },
