@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeready.config_errors import ConfigError
@@ -47,8 +48,9 @@ def check_checkpoint(folder: Path) -> dict:
     return config
 
 
-def checkpoint_digest(folder: Path, file_digest) -> str:
-    """sha256 over every file's relative path and sha256, in path order: any byte of any file changes it."""
+def checkpoint_digest(folder: Path, file_digest: Callable[[Path], str]) -> str:
+    """sha256 over every file's relative path and sha256 (`file_digest`, e.g. the candidates' cached one), in path
+    order: any byte of any file changes it."""
     check_checkpoint(folder)
     digest = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
