@@ -3,7 +3,7 @@
 Any candidate the suite can judge answers lm-eval's requests: a GGUF model in-process (device), an endpoint or
 a llama.cpp server the run starts (server), or the offload router. Generations go through the generation store
 for device candidates, keyed as the gates key them. `loglikelihood` and `loglikelihood_rolling` read llama.cpp's
-logits of a GGUF device model, single-stream (a target's `parallel` applies to generation only).
+logits of a GGUF device model (transformers' of a checkpoint), single-stream (a target's `parallel` applies to generation only).
 
 lm-eval 0.4.13 has no entry points for models: importing this module registers the model with lm-eval's
 registry, and `python -m edgeready.lm_eval` is lm-eval's own command line after that import.
@@ -45,7 +45,7 @@ class EdgeReadyLM(LM):
         super().__init__()
         base = Path(root) if root else ROOT
         cand = resolve_candidate(candidate, base / "candidates")
-        role = {"gguf": "device", "endpoint": "server"}.get(cand.format, "offload")
+        role = {"gguf": "device", "hf": "device", "endpoint": "server"}.get(cand.format, "offload")
         tgt = resolve_target(target or f"{role}/default", base / "thresholds")
         if not runs_on(cand, tgt.role):
             raise ConfigError(f"edgeready model: candidate {cand.name} ({cand.format}) does not run on target "
@@ -55,9 +55,7 @@ class EdgeReadyLM(LM):
                                  _flag(cache), 0)
         atexit.register(self._pool.close)
         self._pair = Pair(cand, tgt, None)
-        # Log-likelihoods on one stream: the same model under the same profile with parallel 1.
-        single = tgt.model_copy(update={"profile": tgt.profile.model_copy(update={"parallel": 1})})
-        self._single = Pair(cand, single, None)
+        self._single = self._pair.with_parallel(1)  # log-likelihoods are read on one stream
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         # The prompts' common preamble as the shared-prefix hint: the gate's own requests for the same task carry
@@ -89,7 +87,7 @@ class EdgeReadyLM(LM):
         self._pool.close()
 
     def _single_device(self) -> Pair:
-        if self.candidate.format != "gguf" or self.target.role != "device":
+        if self.candidate.format not in ("gguf", "hf") or self.target.role != "device":
             raise ConfigError(f"edgeready model: {self.candidate.name} on {self.target.key} generates text only; "
-                              "log-likelihood tasks need a GGUF candidate on a device target")
+                              "log-likelihood tasks need a GGUF or checkpoint candidate on a device target")
         return self._single
