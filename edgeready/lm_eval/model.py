@@ -3,7 +3,8 @@
 Any candidate the suite can judge answers lm-eval's requests: a GGUF model in-process (device), an endpoint or
 a llama.cpp server the run starts (server), or the offload router. Generations go through the generation store
 for device candidates, keyed as the gates key them. `loglikelihood` and `loglikelihood_rolling` read llama.cpp's
-logits of a GGUF device model (transformers' of a checkpoint), single-stream (a target's `parallel` applies to generation only).
+logits of a GGUF device model (transformers' of a checkpoint), single-stream (a target's `parallel` applies
+to generation only).
 
 lm-eval 0.4.13 has no entry points for models: importing this module registers the model with lm-eval's
 registry, and `python -m edgeready.lm_eval` is lm-eval's own command line after that import.
