@@ -8,7 +8,7 @@ load) derive from `AdapterWrapper`, which forwards all of them to the adapter th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Protocol, runtime_checkable
 
@@ -48,6 +48,23 @@ class Loglikelihood:
     greedy: bool
     tokens: int
     context_tokens: int
+
+
+def continuation_tokens(context: str, continuation: str, encode: Callable[[str], list[int]],
+                        name: str) -> tuple[list[int], list[int]]:
+    """The context's tokens and the continuation's, split as lm-eval's HF model splits them: a context's trailing
+    spaces move to the continuation, and the continuation's tokens are those the whole text has beyond the
+    context's (`encode` adds BOS as the model reads a prompt)."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    head, whole = encode(context), encode(context + continuation)
+    if len(whole) <= len(head) or whole[: len(head)] != head:
+        from edgeready.errors import MeasurementError
+
+        raise MeasurementError(f"{name}: the continuation {continuation[:40]!r} adds no tokens of its own to its "
+                               "context (or merges with its end); it cannot be scored")
+    return head, whole[len(head):]
 
 
 @runtime_checkable

@@ -31,7 +31,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from edgeready.adapters.base import AdapterStats, Loglikelihood
+from edgeready.adapters.base import AdapterStats, Loglikelihood, continuation_tokens
 from edgeready.adapters.llama_cpp_batch import BatchDecoder, Job, first_stop
 from edgeready.adapters.sampling import logsumexp as _logsumexp
 from edgeready.adapters.sampling import pick as _pick
@@ -219,19 +219,11 @@ class LlamaCppDevice:
         does (a context's trailing spaces move to the continuation; the continuation's tokens are those the
         whole text has beyond the context's), so a choice scores the tokens the model would read."""
         self._need_single_stream("loglikelihood")
-        out = []
-        for context, continuation in pairs:
-            spaces = len(context) - len(context.rstrip())
-            if spaces:
-                context, continuation = context[:-spaces], context[-spaces:] + continuation
-            head = self._llama.tokenize(context.encode("utf-8"), add_bos=True, special=False)
-            whole = self._llama.tokenize((context + continuation).encode("utf-8"), add_bos=True, special=False)
-            tail = whole[len(head):]
-            if not tail or whole[: len(head)] != head:
-                raise MeasurementError(f"{self.name}: the continuation {continuation[:40]!r} adds no tokens of its "
-                                       "own to its context (or merges with its end); it cannot be scored")
-            out.append(self._score_tokens(head, tail))
-        return out
+
+        def encode(text: str) -> list[int]:
+            return self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+        return [self._score_tokens(*continuation_tokens(c, k, encode, self.name)) for c, k in pairs]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglikelihood]:
         """log P(text) token by token from the start of the sequence (BOS as the only context). A text longer

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeready.adapters.base import AdapterStats, Loglikelihood
+from edgeready.adapters.base import AdapterStats, Loglikelihood, continuation_tokens
 from edgeready.adapters.llama_cpp_batch import first_stop
 from edgeready.adapters.sampling import pick
 from edgeready.errors import MeasurementError
@@ -73,15 +73,8 @@ class TransformersDevice:
         """As the llama.cpp adapter splits them (lm-eval's HF convention), from one forward pass each."""
         out = []
         for context, continuation in pairs:
-            spaces = len(context) - len(context.rstrip())
-            if spaces:
-                context, continuation = context[:-spaces], context[-spaces:] + continuation
-            head, whole = self._encode(context), self._encode(context + continuation)
-            tail = whole[len(head):]
-            if not tail or whole[: len(head)] != head:
-                raise MeasurementError(f"{self.name}: the continuation {continuation[:40]!r} adds no tokens of its "
-                                       "own to its context (or merges with its end); it cannot be scored")
-            out.append(self._score(whole, len(head)))
+            head, tail = continuation_tokens(context, continuation, self._encode, self.name)
+            out.append(self._score(head + tail, len(head)))
         return out
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglikelihood]:

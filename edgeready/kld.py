@@ -147,12 +147,18 @@ def _open_model(path: Path, *, n_ctx: int, chunk: int, threads: int):  # -> llam
 def _windows(llama, text: str, n_ctx: int) -> np.ndarray:
     add_bos = bool(llama._model.add_bos_token())
     tokens = llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+    return _cut(tokens, n_ctx, llama.token_bos() if add_bos else None)
+
+
+def _cut(tokens: list[int], n_ctx: int, bos: int | None) -> np.ndarray:
+    """Whole windows of n_ctx tokens, each starting with `bos` when the model adds one (as llama-perplexity: each
+    window starts like a fresh prompt)."""
     n_windows = len(tokens) // n_ctx
     if n_windows < 1:
         raise ValueError(f"the text has {len(tokens)} tokens, fewer than one window of n_ctx={n_ctx}")
     windows = np.asarray(tokens[: n_windows * n_ctx], dtype=np.int32).reshape(n_windows, n_ctx).copy()
-    if add_bos:
-        windows[:, 0] = llama.token_bos()  # as llama-perplexity: each window starts like a fresh prompt
+    if bos is not None:
+        windows[:, 0] = bos
     return windows
 
 
@@ -206,14 +212,8 @@ class _Checkpoint:
 
     def windows(self, text: str, n_ctx: int) -> np.ndarray:
         tokens = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        n_windows = len(tokens) // n_ctx
-        if n_windows < 1:
-            raise ValueError(f"the text has {len(tokens)} tokens, fewer than one window of n_ctx={n_ctx}")
-        windows = np.asarray(tokens[: n_windows * n_ctx], dtype=np.int32).reshape(n_windows, n_ctx).copy()
         bos = self.tokenizer.bos_token_id
-        if bos is not None and tokens[0] == bos:
-            windows[:, 0] = bos
-        return windows
+        return _cut(tokens, n_ctx, bos if bos is not None and tokens[0] == bos else None)
 
     def scored(self, windows: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
         first, last = windows.shape[1] // 2, windows.shape[1] - 2
